@@ -1,0 +1,42 @@
+# One entry point for people and CI. `make test` builds .venv from nothing when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= demo-data
+
+.PHONY: install test lint typecheck unit serve demo clean
+
+# Install order matters on CPU machines: torch first (the CPU build lies on disk; anything
+# else pulls gigabytes of CUDA), then qwen-tts without its declared dependencies (gradio, a CUDA
+# torchaudio, sox, onnxruntime: none is used by the 12 Hz models), then the project.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps qwen-tts==0.1.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests
+
+test: lint typecheck unit
+
+serve: $(STAMP)
+	$(BIN)/qwen3-tts-server serve
+
+demo: $(STAMP)
+	$(BIN)/qwen3-tts-server demo --data-dir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
