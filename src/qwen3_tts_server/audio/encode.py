@@ -1,0 +1,79 @@
+"""Encode model output into the formats clients ask for, in memory, with libsndfile.
+
+libsndfile bundles LAME/mpg123, Vorbis, Opus and FLAC, so no ffmpeg process and no temp file
+is needed. Each call works on its own in-memory buffer and libsndfile handle, and soundfile
+releases the GIL inside the codec, so `encode` is safe and useful to run from a thread pool.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from qwen3_tts_server.audio.errors import UnknownFormat
+from qwen3_tts_server.audio.resample import resample
+from qwen3_tts_server.engine.base import Audio
+
+_MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+_OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """An output format: what the client sees and how libsndfile writes it."""
+
+    media_type: str
+    extension: str
+    container: str  # libsndfile major format
+    subtype: str
+    endian: str = "FILE"
+    rates: frozenset[int] | None = None  # rates the codec accepts; None means any
+
+    def rate_for(self, rate: int) -> int:
+        """`rate` if the codec takes it, else the nearest accepted rate above (or the top one)."""
+        if self.rates is None or rate in self.rates:
+            return rate
+        return min((r for r in self.rates if r > rate), default=max(self.rates))
+
+
+#: Output formats by the name clients use in `format`. Lossy codecs use libsndfile's default
+#: quality (VBR, about 40-50 kbit/s for 24 kHz mono speech: transparent enough for speech).
+FORMATS: dict[str, AudioFormat] = {
+    "wav": AudioFormat("audio/wav", "wav", "WAV", "PCM_16"),
+    "mp3": AudioFormat("audio/mpeg", "mp3", "MP3", "MPEG_LAYER_III", rates=_MP3_RATES),
+    "ogg": AudioFormat("audio/ogg", "ogg", "OGG", "VORBIS"),
+    "opus": AudioFormat("audio/ogg; codecs=opus", "opus", "OGG", "OPUS", rates=_OPUS_RATES),
+    "flac": AudioFormat("audio/flac", "flac", "FLAC", "PCM_16"),
+    # Headerless signed 16-bit little-endian mono at the audio's own rate (OpenAI's "pcm"):
+    # the client must learn the rate elsewhere, so the API should say it in a header.
+    "pcm": AudioFormat("audio/pcm", "pcm", "RAW", "PCM_16", endian="LITTLE"),
+}
+
+
+def encode(audio: Audio, fmt: str) -> bytes:
+    """`audio` as a complete file in format `fmt` (a key of `FORMATS`).
+
+    Samples are clipped to [-1, 1] (NaN becomes silence) after any resampling: the model can
+    overshoot, and libsndfile would otherwise saturate differently per codec. A rate the codec
+    does not accept is resampled to the nearest one it does (Opus at 22.05 kHz is written at
+    24 kHz).
+    """
+    spec = FORMATS.get(fmt)
+    if spec is None:
+        raise UnknownFormat(fmt, sorted(FORMATS))
+    rate = spec.rate_for(audio.sample_rate)
+    finite = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    samples = np.clip(resample(finite, audio.sample_rate, rate), -1.0, 1.0)
+    buffer = io.BytesIO()
+    sf.write(
+        buffer,
+        samples,
+        rate,
+        format=spec.container,
+        subtype=spec.subtype,
+        endian=spec.endian,
+    )
+    return buffer.getvalue()
