@@ -1,0 +1,1 @@
+"""Blob storage shared by every replica: see `blobs.BlobStore`."""
