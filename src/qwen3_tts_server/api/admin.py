@@ -1,0 +1,101 @@
+"""Admin routes (ADMIN_TOKEN): users, invites, keys. Paths and keys follow the original server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from qwen3_tts_server.api.deps import AdminOnly, Context
+from qwen3_tts_server.api.responses import ADMIN_ERRORS, NOT_FOUND
+from qwen3_tts_server.schemas import (
+    CreateUserRequest,
+    InviteCreated,
+    KeyInfoOut,
+    Status,
+    UserCreated,
+    UserInfo,
+)
+from qwen3_tts_server.services.accounts import INVITE_HOURS_MAX, INVITE_HOURS_MIN, list_users
+
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[AdminOnly], responses=ADMIN_ERRORS
+)
+
+
+@router.post("/users", response_model=UserCreated, summary="Create a user")
+def create_user(
+    context: Context, body: Annotated[CreateUserRequest | None, Body()] = None
+) -> UserCreated:
+    """Create a user. The body is optional (the original server took none)."""
+    request = body or CreateUserRequest()
+    return UserCreated(user_id=context.accounts.create_user(request.name, request.token_quota))
+
+
+@router.get("/users", response_model=list[UserInfo], summary="List users with usage")
+def get_users(context: Context) -> list[UserInfo]:
+    return [
+        UserInfo(
+            user_id=user.user_id,
+            name=user.name,
+            is_active=user.is_active,
+            token_quota=user.token_quota,
+            created_at=user.created_at,
+            usage=user.usage.as_dict(),
+        )
+        for user in list_users(context.sessions)
+    ]
+
+
+@router.post(
+    "/users/{user_id}/disable", response_model=Status, responses=NOT_FOUND, summary="Disable"
+)
+def disable_user(user_id: int, context: Context) -> Status:
+    """Every key of a disabled user answers 403 until the user is enabled again."""
+    context.accounts.set_active(user_id, False)
+    return Status(status="disabled")
+
+
+@router.post(
+    "/users/{user_id}/enable", response_model=Status, responses=NOT_FOUND, summary="Enable"
+)
+def enable_user(user_id: int, context: Context) -> Status:
+    context.accounts.set_active(user_id, True)
+    return Status(status="enabled")
+
+
+@router.get(
+    "/users/{user_id}/keys",
+    response_model=list[KeyInfoOut],
+    responses=NOT_FOUND,
+    summary="List a user's API keys",
+)
+def get_keys(user_id: int, context: Context) -> list[KeyInfoOut]:
+    return [KeyInfoOut(**vars(key)) for key in context.accounts.list_keys(user_id)]
+
+
+@router.post(
+    "/users/{user_id}/keys/{key_id}/revoke",
+    response_model=Status,
+    responses=NOT_FOUND,
+    summary="Revoke an API key",
+)
+def revoke_key(user_id: int, key_id: int, context: Context) -> Status:
+    context.accounts.revoke_key(user_id, key_id)
+    return Status(status="revoked")
+
+
+@router.post(
+    "/users/{user_id}/invites",
+    response_model=InviteCreated,
+    responses=NOT_FOUND,
+    summary="Create an invite code",
+)
+def create_invite(
+    user_id: int,
+    context: Context,
+    expires_hours: Annotated[int, Query(ge=INVITE_HOURS_MIN, le=INVITE_HOURS_MAX)] = 24,
+) -> InviteCreated:
+    """A single-use code the user exchanges for an API key; only its HMAC is stored."""
+    code = context.accounts.create_invite(user_id, expires_hours)
+    return InviteCreated(invite_code=code, expires_hours=expires_hours)

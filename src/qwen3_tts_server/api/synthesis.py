@@ -1,0 +1,98 @@
+"""Synthesis routes: /tts (one audio file), /batchtts (a ZIP), /getstored (kept audio)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from qwen3_tts_server.api.deps import Context, CurrentUser
+from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.engine.base import Sampling
+from qwen3_tts_server.errors import BadRequest
+from qwen3_tts_server.schemas import TTSRequest
+from qwen3_tts_server.services.synthesis import SpeechRequest
+
+router = APIRouter(tags=["synthesis"], responses=USER_ERRORS)
+
+_AUDIO = {"content": {"audio/*": {}}, "description": "The audio file"}
+_ERRORS = error_responses(400, 402, 404, 409, 429, 503)
+
+
+def _speech_request(body: TTSRequest) -> SpeechRequest:
+    return SpeechRequest(
+        voice_id=body.voice_id,
+        language=body.language,
+        format=body.format,
+        store=body.store,
+        sampling=Sampling(temperature=body.temperature, seed=body.seed),
+    )
+
+
+@router.post(
+    "/tts", response_class=Response, responses={200: _AUDIO, **_ERRORS}, summary="Text to speech"
+)
+async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
+    """One text → one audio file. Headers: X-Generation-Id, X-Tokens-Used (= characters of the
+    stripped text), X-Latency-Ms (model time), X-Sample-Rate. Long texts are split into
+    sentences, synthesised together and joined."""
+    text = body.payload
+    if isinstance(text, list):
+        raise BadRequest("Single TTS endpoint expects a single text string, not a list")
+    speech = await context.synthesis.tts(caller.user_id, text, _speech_request(body))
+    return Response(
+        speech.data,
+        media_type=speech.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="tts.{speech.extension}"',
+            "X-Generation-Id": str(speech.generation_id),
+            "X-Tokens-Used": str(speech.tokens_used),
+            "X-Latency-Ms": str(speech.latency_ms),
+            "X-Sample-Rate": str(speech.sample_rate),
+        },
+    )
+
+
+@router.post(
+    "/batchtts",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "ZIP"}, **_ERRORS},
+    summary="Many texts to speech, as a ZIP",
+)
+async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
+    """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
+    Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
+    it stood before this batch (X-Batch-Discount-Used)."""
+    texts = body.payload
+    if isinstance(texts, str):
+        raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
+    result = await context.synthesis.batch(caller.user_id, texts, _speech_request(body))
+    return Response(
+        result.archive,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="batch_{result.batch_id}.zip"',
+            "X-Batch-Id": str(result.batch_id),
+            "X-Tokens-Used": str(result.tokens_used),
+            "X-Batch-Discount-Used": str(result.discount_used),
+            "X-Latency-Ms-Total": str(result.latency_ms_total),
+        },
+    )
+
+
+@router.get(
+    "/getstored/{generation_id}",
+    response_class=Response,
+    responses={200: _AUDIO, **error_responses(404)},
+    summary="Download a stored generation",
+)
+def get_stored(generation_id: int, caller: CurrentUser, context: Context) -> Response:
+    """Audio of a /tts or /batchtts item made with `store: true`, in its original format."""
+    stored = context.synthesis.stored(caller.user_id, generation_id)
+    filename = f"{stored.generation_id}.{stored.extension}"
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Generation-Id": str(stored.generation_id),
+        },
+    )

@@ -1,0 +1,147 @@
+"""Voice routes: clone, design, list, detail, sample, delete (the caller's own voices only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from qwen3_tts_server.api.deps import Context, CurrentUser
+from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.api.uploads import read_upload
+from qwen3_tts_server.audio.encode import FORMATS
+from qwen3_tts_server.db.models import Voice
+from qwen3_tts_server.schemas import (
+    DesignVoiceRequest,
+    Status,
+    VoiceCreatedOut,
+    VoiceDetailOut,
+    VoiceOut,
+)
+
+router = APIRouter(tags=["voices"], responses=USER_ERRORS)
+
+
+def _extension_for(media_type: str) -> str:
+    return next((f.extension for f in FORMATS.values() if f.media_type == media_type), "bin")
+
+
+def _summary(voice: Voice) -> VoiceOut:
+    return VoiceOut(
+        voice_id=voice.id,
+        name=voice.name,
+        created_at=voice.created_at,
+        use_count=voice.use_count,
+        language=voice.language,
+    )
+
+
+@router.post(
+    "/clonevoice",
+    response_model=VoiceCreatedOut,
+    responses=error_responses(400, 402, 409, 413, 429, 503),
+    summary="Clone a voice from reference audio",
+)
+async def clone_voice(
+    caller: CurrentUser,
+    context: Context,
+    name: Annotated[str, Form(max_length=128)],
+    transcript: Annotated[str, Form(description="Exactly what the reference audio says.")],
+    file: Annotated[UploadFile, File(description="WAV, MP3, OGG (Vorbis/Opus) or FLAC")],
+    language: Annotated[str, Form()] = "auto",
+) -> VoiceCreatedOut:
+    """The format is read from the audio itself, not the file name. Costs len(transcript)."""
+    upload = await read_upload(file, context.settings.max_upload_bytes)
+    created = await context.voices.clone(
+        caller.user_id, name=name, transcript=transcript, language=language, upload=upload
+    )
+    return VoiceCreatedOut(voice_id=created.voice_id, tokens_used=created.tokens_used)
+
+
+@router.post(
+    "/designvoice",
+    response_model=VoiceCreatedOut,
+    responses=error_responses(400, 402, 429, 503),
+    summary="Design a voice from a description",
+)
+async def design_voice(
+    body: DesignVoiceRequest, caller: CurrentUser, context: Context
+) -> VoiceCreatedOut:
+    """Speaks a coverage phrase in the voice's language with the described voice, then keeps
+    that as the reference. Costs len(description) + len(phrase)."""
+    created = await context.voices.design(
+        caller.user_id, name=body.name, description=body.description, language=body.language
+    )
+    return VoiceCreatedOut(voice_id=created.voice_id, tokens_used=created.tokens_used)
+
+
+@router.get("/voices", response_model=list[VoiceOut], summary="List your voices")
+def list_voices(caller: CurrentUser, context: Context) -> list[VoiceOut]:
+    """Newest first; deleted voices are not listed."""
+    return [_summary(voice) for voice in context.voices.list(caller.user_id)]
+
+
+@router.get(
+    "/voices/{voice_id}",
+    response_model=VoiceDetailOut,
+    responses=error_responses(404),
+    summary="Voice detail",
+)
+def get_voice(voice_id: int, caller: CurrentUser, context: Context) -> VoiceDetailOut:
+    voice = context.voices.get(caller.user_id, voice_id)
+    return VoiceDetailOut(
+        **_summary(voice).model_dump(),
+        ref_text=voice.ref_text,
+        voice_description=voice.description,
+        kind=voice.kind,
+    )
+
+
+@router.get(
+    "/voices/{voice_id}/sample",
+    response_class=Response,
+    responses={
+        200: {"content": {"audio/*": {}}, "description": "The reference audio as stored"},
+        **error_responses(404),
+    },
+    summary="Download the reference audio",
+)
+def get_sample(voice_id: int, caller: CurrentUser, context: Context) -> Response:
+    """The reference exactly as uploaded, with its real content type. The transcript is in
+    `X-Transcript`, percent-encoded UTF-8 (decode with `urllib.parse.unquote`)."""
+    sample = context.voices.sample(caller.user_id, voice_id)
+    filename = f"voice_{voice_id}_sample.{_extension_for(sample.media_type)}"
+    return Response(
+        sample.data,
+        media_type=sample.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Transcript": quote(sample.ref_text, safe=""),
+        },
+    )
+
+
+def _delete(voice_id: int, caller: CurrentUser, context: Context) -> Status:
+    context.voices.delete(caller.user_id, voice_id)
+    return Status(status="deleted")
+
+
+router.add_api_route(
+    "/voices/{voice_id}/delete",
+    _delete,
+    methods=["POST"],
+    response_model=Status,
+    responses=error_responses(404),
+    summary="Delete a voice (original form)",
+    description="Shared reference audio is kept while any live voice or stored generation uses it.",
+)
+router.add_api_route(
+    "/voices/{voice_id}",
+    _delete,
+    methods=["DELETE"],
+    response_model=Status,
+    responses=error_responses(404),
+    summary="Delete a voice",
+    description="Same as POST /voices/{voice_id}/delete.",
+)

@@ -1,0 +1,126 @@
+"""Settings from the environment (seed names kept), read once by whoever builds the app.
+
+Nothing here is read at import time: `Settings()` is built by the CLI or a test and handed to
+`create_app`, so two apps with different settings can live in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+#: Where each model variant lives below MODELS_DIR: the last part of its repo id, like the
+#: original server's hard-coded directory names.
+DEFAULT_BASE_REPO = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+DEFAULT_VOICEDESIGN_REPO = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Env names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on all interfaces
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    media_dir: Path | None = None
+
+    models_dir: Path = Path("models")
+    model_base_repo: str = DEFAULT_BASE_REPO
+    model_voicedesign_repo: str = DEFAULT_VOICEDESIGN_REPO
+    model_custom_repo: str = ""
+    hf_token: SecretStr | None = None
+    allow_download: bool = True
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+
+    admin_token: SecretStr | None = None
+    hmac_secret: SecretStr | None = None
+
+    max_text_len: int = Field(3000, ge=1)
+    min_batch_size: int = Field(2, ge=1)
+    max_batch_size: int = Field(50, ge=1)
+    batch_discount_default: float = Field(0.90, gt=0, le=1)
+    batch_discount_min: float = Field(0.60, gt=0, le=1)
+    batch_discount_max: float = Field(1.00, gt=0, le=1)
+    batch_discount_ewma_alpha: float = Field(0.10, gt=0, le=1)
+
+    queue_max: int = Field(64, ge=1)
+    engine_max_batch: int = Field(8, ge=1)
+    job_timeout_s: float = Field(600.0, gt=0)
+    chunk_max_chars: int = Field(300, ge=20)
+
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    min_ref_seconds: float = Field(1.0, gt=0)
+    max_ref_seconds: float = Field(60.0, gt=0)
+
+    cors_origins: str = "*"
+
+    @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """compose passes `VAR=""` for an unset variable: blank means absent, never a secret."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return self.media_dir or self.data_dir / "media"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'db.sqlite3'}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+
+def _load_or_create_secret(path: Path) -> str:
+    """Read a generated secret, or create it once with owner-only permissions.
+
+    O_EXCL makes two replicas starting together agree on one value instead of overwriting each
+    other's; the loser simply reads what the winner wrote.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text(encoding="ascii").strip()
+        if value:
+            return value
+        raise RuntimeError(f"{path} is empty: delete it to generate a new secret") from None
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(value + "\n")
+    log.warning("generated a new secret at %s (owner-only); keep it safe", path)
+    return value
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Fill ADMIN_TOKEN and HMAC_SECRET from DATA_DIR/secrets when they are not configured."""
+    updates: dict[str, SecretStr] = {}
+    for name in ("admin_token", "hmac_secret"):
+        if getattr(settings, name) is None:
+            path = settings.secrets_dir / name
+            updates[name] = SecretStr(_load_or_create_secret(path))
+            log.info("%s not set; using the value stored in %s", name.upper(), path)
+    return settings.model_copy(update=updates) if updates else settings

@@ -1,0 +1,145 @@
+"""Request and response bodies: the wire contract (field names match the original server)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Detail(BaseModel):
+    """Every error body: one sentence that says what to fix."""
+
+    detail: str
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ReadyStatus(BaseModel):
+    status: str = Field(examples=["ready"])
+    database: str = Field(examples=["ok"])
+    model: str = Field(examples=["ready"], description="loading | ready | failed")
+    error: str | None = None
+
+
+# -- admin ---------------------------------------------------------------------------------------
+class CreateUserRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=128, examples=["alice"])
+    token_quota: int | None = Field(
+        None, ge=0, description="Lifetime token allowance; null means unlimited."
+    )
+
+
+class UserCreated(BaseModel):
+    user_id: int
+
+
+class UserInfo(BaseModel):
+    user_id: int
+    name: str | None
+    is_active: bool
+    token_quota: int | None
+    created_at: datetime
+    usage: dict[str, int | float]
+
+
+class InviteCreated(BaseModel):
+    invite_code: str
+    expires_hours: int
+
+
+class KeyInfoOut(BaseModel):
+    key_id: int
+    key_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+# -- auth ----------------------------------------------------------------------------------------
+class ExchangeInviteRequest(BaseModel):
+    invite_code: str = Field(min_length=8, max_length=256)
+
+
+class ExchangeInviteResponse(BaseModel):
+    api_key: str = Field(description="Shown once; the server keeps only its HMAC.")
+    key_prefix: str
+
+
+# -- usage ---------------------------------------------------------------------------------------
+class UsageOut(BaseModel):
+    tokens_used_total: int
+    tokens_used_tts: int
+    tokens_used_batch: int
+    tokens_used_voices: int
+    voices_created: int
+    tts_calls: int
+    batch_calls: int
+    audio_seconds_total: float
+
+
+# -- voices --------------------------------------------------------------------------------------
+class DesignVoiceRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128, examples=["warm_narrator"])
+    description: str = Field(
+        min_length=1, max_length=2000, examples=["Warm, calm narrator voice. Slightly husky."]
+    )
+    language: str | None = Field("auto", examples=["English"])
+
+
+class VoiceCreatedOut(BaseModel):
+    voice_id: int
+    tokens_used: int
+
+
+class VoiceOut(BaseModel):
+    voice_id: int
+    name: str
+    created_at: datetime
+    use_count: int
+    language: str
+
+
+class VoiceDetailOut(VoiceOut):
+    ref_text: str
+    voice_description: str | None
+    kind: str = Field(description="clone | design")
+
+
+# -- synthesis -----------------------------------------------------------------------------------
+MAX_SEED = 2**31 - 1
+
+
+class TTSRequest(BaseModel):
+    """Shared by /tts (one string) and /batchtts (a list, as `text` or the README's `texts`)."""
+
+    text: str | list[str] | None = Field(
+        None, min_length=1, examples=["Hello from the TTS server."]
+    )
+    texts: list[str] | None = Field(
+        None, min_length=1, description="Alias of a list `text` (/batchtts, README form)."
+    )
+    voice_id: int
+    store: bool = False
+    language: str = Field("auto", examples=["English"])
+    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    format: str = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
+
+    @model_validator(mode="after")
+    def _one_text_field(self) -> TTSRequest:
+        if self.text is None and self.texts is None:
+            raise ValueError("send `text` (a string for /tts, a list for /batchtts)")
+        if self.text is not None and self.texts is not None:
+            raise ValueError("send either `text` or `texts`, not both")
+        return self
+
+    @property
+    def payload(self) -> str | list[str]:
+        value = self.text if self.text is not None else self.texts
+        assert value is not None
+        return value

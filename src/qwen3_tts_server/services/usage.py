@@ -1,0 +1,102 @@
+"""Usage totals, computed from the rows that record what was charged.
+
+Totals are derived on read (grouped sums) rather than kept as counters, so they can never drift
+from the generations, batches and voices they describe. Failed calls are recorded with
+`status="error"` and zero tokens; they are not counted as calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from qwen3_tts_server.db.models import Batch, Generation, Voice
+
+
+@dataclass
+class Usage:
+    """The original six totals, plus voice-creation tokens and audio seconds."""
+
+    tokens_used_total: int = 0
+    tokens_used_tts: int = 0
+    tokens_used_batch: int = 0
+    tokens_used_voices: int = 0
+    voices_created: int = 0
+    tts_calls: int = 0
+    batch_calls: int = 0
+    audio_seconds_total: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["audio_seconds_total"] = round(self.audio_seconds_total, 3)
+        return data
+
+
+def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]:
+    """Totals for each of `user_ids` (every id present in the result, zeros when unused)."""
+    ids = list(user_ids)
+    totals = {user_id: Usage() for user_id in ids}
+    if not ids:
+        return totals
+
+    single = session.execute(
+        select(
+            Generation.user_id,
+            func.count(),
+            func.coalesce(func.sum(Generation.tokens_used), 0),
+        )
+        .where(
+            Generation.user_id.in_(ids), Generation.batch_id.is_(None), Generation.status == "ok"
+        )
+        .group_by(Generation.user_id)
+    )
+    for user_id, calls, tokens in single:
+        totals[user_id].tts_calls = int(calls)
+        totals[user_id].tokens_used_tts = int(tokens)
+
+    batches = session.execute(
+        select(Batch.user_id, func.count(), func.coalesce(func.sum(Batch.tokens_used), 0))
+        .where(Batch.user_id.in_(ids), Batch.status == "ok")
+        .group_by(Batch.user_id)
+    )
+    for user_id, calls, tokens in batches:
+        totals[user_id].batch_calls = int(calls)
+        totals[user_id].tokens_used_batch = int(tokens)
+
+    seconds = session.execute(
+        select(Generation.user_id, func.coalesce(func.sum(Generation.audio_seconds), 0.0))
+        .where(Generation.user_id.in_(ids), Generation.status == "ok")
+        .group_by(Generation.user_id)
+    )
+    for user_id, audio_seconds in seconds:
+        totals[user_id].audio_seconds_total = float(audio_seconds)
+
+    # Voice-creation tokens stay charged after the voice is deleted; the count is of live voices.
+    voice_tokens = session.execute(
+        select(Voice.user_id, func.coalesce(func.sum(Voice.tokens_used), 0))
+        .where(Voice.user_id.in_(ids))
+        .group_by(Voice.user_id)
+    )
+    for user_id, tokens in voice_tokens:
+        totals[user_id].tokens_used_voices = int(tokens)
+    live_voices = session.execute(
+        select(Voice.user_id, func.count())
+        .where(Voice.user_id.in_(ids), Voice.deleted_at.is_(None))
+        .group_by(Voice.user_id)
+    )
+    for user_id, count in live_voices:
+        totals[user_id].voices_created = int(count)
+
+    for usage in totals.values():
+        usage.tokens_used_total = (
+            usage.tokens_used_tts + usage.tokens_used_batch + usage.tokens_used_voices
+        )
+    return totals
+
+
+def usage_for(session: Session, user_id: int) -> Usage:
+    return usage_by_user(session, [user_id])[user_id]

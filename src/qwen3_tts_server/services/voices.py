@@ -1,0 +1,240 @@
+"""Voices: cloned from an upload or designed from words, each with a prompt computed once.
+
+Creation runs the model first and writes nothing until it succeeded, so a failed clone leaves no
+blob and no row; the charge (tokens) is stored on the voice itself and reported by /usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from qwen3_tts_server.audio.decode import decode_upload
+from qwen3_tts_server.audio.encode import FORMATS, encode
+from qwen3_tts_server.config import Settings
+from qwen3_tts_server.db.models import AudioBlob, Voice, utcnow
+from qwen3_tts_server.db.session import transaction
+from qwen3_tts_server.engine.base import Sampling
+from qwen3_tts_server.errors import BadRequest, NotFound
+from qwen3_tts_server.services.billing import check_quota
+from qwen3_tts_server.services.languages import normalize_language
+from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.runtime import ModelRuntime
+
+#: What a designed voice reads aloud to become a reference: a pangram-like sentence in the
+#: voice's own language, so the reference covers the sounds that language uses.
+COVERAGE_PHRASES: dict[str, str] = {
+    "english": (
+        "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+        "Sphinx of black quartz, judge my vow."
+    ),
+    "chinese": "天地玄黄，宇宙洪荒。今天的天气很好，我们一起去公园散步，看看湖边的花和树吧。",
+    "japanese": "いろはにほへと、ちりぬるを。今日はとても良い天気なので、公園を散歩しましょう。",
+    "korean": "다람쥐 헌 쳇바퀴에 타고파. 오늘은 날씨가 정말 좋아서 공원을 산책하고 싶어요.",
+    "german": "Victor jagt zwölf Boxkämpfer quer über den großen Sylter Deich. Heute ist ein "
+    "schöner Tag für einen Spaziergang.",
+    "french": "Portez ce vieux whisky au juge blond qui fume. Aujourd'hui, il fait beau et "
+    "nous allons nous promener.",
+    "russian": "Съешь же ещё этих мягких французских булок, да выпей чаю. Сегодня прекрасная "
+    "погода для прогулки.",
+    "portuguese": "Um pequeno jabuti xereta viu dez cegonhas felizes. Hoje está um dia lindo "
+    "para passear no parque.",
+    "spanish": "El veloz murciélago hindú comía feliz cardillo y kiwi. Hoy hace un día "
+    "precioso para pasear.",
+    "italian": "Quel vituperabile xenofobo zelante assaggia il whisky ed esclama: alleluja! "
+    "Oggi è una bella giornata.",
+}
+
+#: Designed references are kept as lossless FLAC: smaller than WAV, identical samples.
+DESIGN_SAMPLE_FORMAT = "flac"
+MAX_NAME_LEN = 128
+MAX_TRANSCRIPT_LEN = 2000
+MAX_DESCRIPTION_LEN = 2000
+
+
+def coverage_phrase(language: str) -> str:
+    """The phrase for a language name from `normalize_language` ("auto" reads English)."""
+    return COVERAGE_PHRASES.get(language, COVERAGE_PHRASES["english"])
+
+
+@dataclass(frozen=True)
+class VoiceCreated:
+    voice_id: int
+    tokens_used: int
+
+
+@dataclass(frozen=True)
+class VoiceSample:
+    data: bytes
+    media_type: str
+    name: str
+    ref_text: str
+
+
+def _clean_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned:
+        raise BadRequest("Name must not be empty")
+    if len(cleaned) > MAX_NAME_LEN:
+        raise BadRequest(f"Name too long (max {MAX_NAME_LEN} characters)")
+    return cleaned
+
+
+def _clean_text(value: str, label: str, limit: int) -> str:
+    cleaned = value.strip()
+    if not cleaned:
+        raise BadRequest(f"{label} must not be empty")
+    if len(cleaned) > limit:
+        raise BadRequest(f"{label} too long (max {limit} characters)")
+    return cleaned
+
+
+class VoiceService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        media: MediaLibrary,
+        runtime: ModelRuntime,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._media = media
+        self._runtime = runtime
+
+    # -- creation ------------------------------------------------------------------------------
+    async def clone(
+        self, user_id: int, *, name: str, transcript: str, language: str | None, upload: bytes
+    ) -> VoiceCreated:
+        """Clone from reference audio; the transcript must be what the audio says."""
+        name = _clean_name(name)
+        transcript = _clean_text(transcript, "Transcript", MAX_TRANSCRIPT_LEN)
+        language = normalize_language(language)
+        if not upload:
+            raise BadRequest("Empty file upload")
+        tokens = len(transcript)
+        self._check_quota(user_id, tokens)
+        model = self._runtime.loaded()
+        decoded = await run_in_threadpool(
+            decode_upload,
+            upload,
+            min_seconds=self._settings.min_ref_seconds,
+            max_seconds=self._settings.max_ref_seconds,
+            target_rate=model.info.sample_rate,
+        )
+        prompt = await model.scheduler.create_prompt(decoded.audio, transcript)
+        return await run_in_threadpool(
+            self._save,
+            Voice(
+                user_id=user_id,
+                name=name,
+                kind="clone",
+                language=language,
+                ref_text=transcript,
+                prompt=prompt,
+                prompt_model_id=model.info.base_model_id,
+                tokens_used=tokens,
+            ),
+            upload,
+            decoded.media_type,
+            decoded.duration_s,
+        )
+
+    async def design(
+        self, user_id: int, *, name: str, description: str, language: str | None
+    ) -> VoiceCreated:
+        """Design a voice from a description: speak the coverage phrase, then clone that."""
+        name = _clean_name(name)
+        description = _clean_text(description, "Description", MAX_DESCRIPTION_LEN)
+        language = normalize_language(language)
+        phrase = coverage_phrase(language)
+        tokens = len(description) + len(phrase)
+        self._check_quota(user_id, tokens)
+        model = self._runtime.loaded()
+        sample = await model.scheduler.design(phrase, description, language, Sampling())
+        prompt = await model.scheduler.create_prompt(sample, phrase)
+        data = await run_in_threadpool(encode, sample, DESIGN_SAMPLE_FORMAT)
+        return await run_in_threadpool(
+            self._save,
+            Voice(
+                user_id=user_id,
+                name=name,
+                kind="design",
+                language=language,
+                ref_text=phrase,
+                description=description,
+                prompt=prompt,
+                prompt_model_id=model.info.base_model_id,
+                tokens_used=tokens,
+            ),
+            data,
+            FORMATS[DESIGN_SAMPLE_FORMAT].media_type,
+            sample.duration_s,
+        )
+
+    def _check_quota(self, user_id: int, tokens: int) -> None:
+        with self._sessions() as session:
+            check_quota(session, user_id, tokens)
+
+    def _save(self, voice: Voice, audio: bytes, media_type: str, duration_s: float) -> VoiceCreated:
+        with transaction(self._sessions) as session:
+            voice.ref_audio_sha256 = self._media.add(session, audio, media_type, duration_s)
+            session.add(voice)
+            session.flush()
+            created = VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
+        self._media.restore(audio, voice.ref_audio_sha256)
+        return created
+
+    # -- reading -------------------------------------------------------------------------------
+    def list(self, user_id: int) -> list[Voice]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Voice)
+                    .where(Voice.user_id == user_id, Voice.deleted_at.is_(None))
+                    .order_by(Voice.created_at.desc(), Voice.id.desc())
+                )
+            )
+
+    @staticmethod
+    def owned(session: Session, user_id: int, voice_id: int) -> Voice:
+        """The caller's live voice, or 404: another user's voice is indistinguishable from none."""
+        voice = session.get(Voice, voice_id)
+        if voice is None or voice.user_id != user_id or voice.deleted_at is not None:
+            raise NotFound("Voice not found")
+        return voice
+
+    def get(self, user_id: int, voice_id: int) -> Voice:
+        with self._sessions() as session:
+            return self.owned(session, user_id, voice_id)
+
+    def sample(self, user_id: int, voice_id: int) -> VoiceSample:
+        with self._sessions() as session:
+            voice = self.owned(session, user_id, voice_id)
+            blob = (
+                session.get(AudioBlob, voice.ref_audio_sha256) if voice.ref_audio_sha256 else None
+            )
+            if blob is None or not self._media.blobs.exists(blob.sha256):
+                raise NotFound("Audio file not found")
+            return VoiceSample(
+                data=self._media.read(blob.sha256),
+                media_type=blob.media_type,
+                name=voice.name,
+                ref_text=voice.ref_text,
+            )
+
+    # -- deletion ------------------------------------------------------------------------------
+    def delete(self, user_id: int, voice_id: int) -> datetime:
+        """Soft-delete the voice; its reference audio goes when no live voice or stored
+        generation uses the same bytes any more."""
+        with transaction(self._sessions) as session:
+            voice = self.owned(session, user_id, voice_id)
+            voice.deleted_at = deleted_at = utcnow()
+            released, voice.ref_audio_sha256 = voice.ref_audio_sha256, None
+        if released:
+            self._media.release([released])
+        return deleted_at

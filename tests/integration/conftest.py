@@ -1,0 +1,101 @@
+"""Apps on real SQLite files in a temporary data folder, driven over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from support import ADMIN_TOKEN, AppFactory
+
+from qwen3_tts_server.app import EngineLoader, create_app
+from qwen3_tts_server.config import Settings
+from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+
+
+def no_model() -> Engine:
+    """Loader for tests of routes that never touch the model: loading fails, /ready says so."""
+    raise ModelUnavailable("this test runs without a model")
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "admin_token": ADMIN_TOKEN,
+        "hmac_secret": "test-hmac-secret-abcdefghijklmnop",
+        "models_dir": data_dir / "models",
+        "allow_download": False,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[AppFactory]:
+    """Build apps (each a TestClient with its lifespan running) on files under tmp_path."""
+    clients: list[TestClient] = []
+
+    def factory(load_engine: EngineLoader = no_model, **overrides: Any) -> TestClient:
+        settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
+        client = TestClient(create_app(settings, load_engine), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        client.app.state.context.runtime.wait()
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> TestClient:
+    return make_client()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """uvicorn on a real loopback port in a thread, for tests that use real clients (curl)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
+    def start(load_engine: EngineLoader = no_model, **overrides: Any) -> LiveServer:
+        settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
+        return LiveServer(create_app(settings, load_engine))
+
+    return start
