@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,14 @@ def test_sniff_skips_an_id3_tag_and_rejects_lookalikes() -> None:
     assert sniff(adts_aac) is None
     assert sniff(ogg_speex) is None
     assert decode(id3 + mp3).duration_s == pytest.approx(2.0, abs=0.06)
+
+
+def test_concurrent_decoding_gives_the_same_audio_as_serial() -> None:
+    uploads = [upload(fmt, seconds=2.0 + i / 10) for i in range(2) for fmt in UPLOAD_TYPES] * 2
+    serial = [decode(data).audio.samples for data in uploads]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda data: decode(data).audio.samples, uploads))
+
+    for expected, got in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(got, expected)
