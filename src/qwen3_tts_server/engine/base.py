@@ -98,6 +98,10 @@ class ModelUnavailable(EngineError):
     """The operation needs a model that is not loaded (API: 503)."""
 
 
+class ModelsMissing(EngineError):
+    """Model files are not on disk and cannot be downloaded; the message says what to do."""
+
+
 class PromptMismatch(EngineError):
     """A stored prompt was made by another model (API: 409)."""
 
@@ -132,7 +136,10 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
-        """Encode a reference once into reusable prompt bytes (ICL with transcript, else x-vector)."""
+        """Encode a reference once into reusable prompt bytes.
+
+        ICL mode (speech codes + text) with a transcript, else x-vector only.
+        """
         ...
 
     def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:

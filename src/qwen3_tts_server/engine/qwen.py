@@ -1,0 +1,480 @@
+"""`QwenEngine`: the Engine protocol on top of the unmodified qwen-tts package.
+
+Everything qwen-tts would do with a request-supplied string is closed off here: reference audio
+always goes in as an `(ndarray, sample_rate)` tuple (a string would be fetched as a URL or decoded
+as base64), languages are checked against `LANGUAGES`, stored prompts are decoded and checked
+against the loaded model before use, and every call carries a `max_new_tokens` bound derived from
+its texts (see bounds.py). Not thread-safe, like the model under it: the scheduler owns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qwen3_tts_server.engine.base import (
+    LANGUAGES,
+    Audio,
+    CustomItem,
+    EngineInfo,
+    InvalidInput,
+    ModelsMissing,
+    ModelUnavailable,
+    Sampling,
+    SynthItem,
+)
+from qwen3_tts_server.engine.bounds import HARD_CAP, max_new_tokens_for_batch
+from qwen3_tts_server.engine.compat import import_qwen_tts
+from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
+
+log = logging.getLogger(__name__)
+
+#: Key in a tiny model's config.json (written by tiny.py): its seed, used in the model id.
+TINY_MARKER = "qwen3_tts_server_tiny_seed"
+#: Shorter references make the codec's and speaker encoder's convolutions fail.
+MIN_PROMPT_SECONDS = 0.5
+_FIX_HINT = (
+    "set MODELS_DIR to a directory that holds the models, run `qwen3-tts-server models "
+    "download`, or run `make demo` for the offline tiny models"
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Local directories of the three model variants (each a Hugging Face repo snapshot)."""
+
+    base: Path
+    voice_design: Path | None = None
+    custom_voice: Path | None = None
+
+
+def _is_complete(path: Path) -> bool:
+    speech = path / "speech_tokenizer"
+    return (
+        (path / "config.json").is_file()
+        and (speech / "config.json").is_file()
+        and any(path.glob("*.safetensors"))
+        and any(speech.glob("*.safetensors"))
+    )
+
+
+def _local_dir(models_dir: Path, repo: str) -> Path:
+    """Where a repo lives: itself when it names a local model directory, else models_dir/<name>."""
+    as_path = Path(repo).expanduser()
+    if as_path.is_dir() and _is_complete(as_path):
+        return as_path
+    return models_dir / repo.rstrip("/").rsplit("/", 1)[-1]
+
+
+def resolve_model_paths(
+    models_dir: str | Path,
+    *,
+    base_repo: str,
+    voice_design_repo: str | None = None,
+    custom_voice_repo: str | None = None,
+    allow_download: bool = False,
+    hf_token: str | None = None,
+) -> ModelPaths:
+    """Local paths of the configured models, downloading missing ones when allowed.
+
+    A repo id such as "Qwen/Qwen3-TTS-12Hz-1.7B-Base" lives in models_dir/Qwen3-TTS-12Hz-1.7B-Base;
+    a blank or None optional repo is simply not loaded. Raises ModelsMissing naming every missing
+    model and what to do about it.
+    """
+    root = Path(models_dir).expanduser()
+    wanted = {
+        "base": base_repo,
+        "voice_design": voice_design_repo,
+        "custom_voice": custom_voice_repo,
+    }
+    found: dict[str, Path] = {}
+    problems: list[str] = []
+    for role, repo in wanted.items():
+        if not repo or not repo.strip():
+            continue
+        path = _local_dir(root, repo.strip())
+        if not _is_complete(path):
+            if not allow_download:
+                problems.append(f"{repo} is not in {path} (downloads are disabled)")
+                continue
+            try:
+                _download(repo.strip(), path, hf_token)
+            except Exception as exc:  # network, auth, disk: all end in the same advice
+                problems.append(f"{repo} could not be downloaded to {path}: {exc}")
+                continue
+            if not _is_complete(path):
+                problems.append(f"{repo} was downloaded to {path} but is incomplete")
+                continue
+        found[role] = path
+    if problems:
+        raise ModelsMissing("models missing: " + "; ".join(problems) + ". To fix: " + _FIX_HINT)
+    return ModelPaths(
+        base=found["base"],
+        voice_design=found.get("voice_design"),
+        custom_voice=found.get("custom_voice"),
+    )
+
+
+def _download(repo: str, path: Path, token: str | None) -> None:
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s to %s", repo, path)
+    path.mkdir(parents=True, exist_ok=True)
+    snapshot_download(repo_id=repo, local_dir=str(path), token=token)
+
+
+def _pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return "cuda:0" if device == "cuda" else device
+
+
+def _pick_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}") from None
+
+
+def _pick_attention(device: str) -> str:
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _qwen_language(language: str) -> str:
+    name = language.strip().lower()
+    if name not in LANGUAGES:
+        raise InvalidInput(f"unsupported language {language!r}; valid: {', '.join(LANGUAGES)}")
+    return "Auto" if name == "auto" else name
+
+
+def _checked_text(text: str) -> str:
+    if not text.strip():
+        raise InvalidInput("text must not be blank")
+    return text
+
+
+def _generate_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+    """qwen-tts kwargs; sampling applies to the talker and the sub-talker alike.
+
+    temperature <= 0 means greedy decoding (HF rejects a zero temperature).
+    """
+    greedy = sampling.temperature <= 0
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": not greedy,
+        "subtalker_dosample": not greedy,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    if not greedy:
+        for prefix in ("", "subtalker_"):
+            kwargs[f"{prefix}temperature"] = sampling.temperature
+            kwargs[f"{prefix}top_k"] = sampling.top_k
+            kwargs[f"{prefix}top_p"] = sampling.top_p
+    return kwargs
+
+
+class QwenEngine:
+    """Base (clone prompts + synthesis), optional VoiceDesign and CustomVoice models."""
+
+    def __init__(
+        self,
+        base: Any,
+        *,
+        voice_design: Any = None,
+        custom_voice: Any = None,
+        model_id: str,
+        device: str,
+        dtype: torch.dtype,
+        max_new_tokens_cap: int = HARD_CAP,
+    ) -> None:
+        """Wrap loaded `qwen_tts.Qwen3TTSModel`s; most callers want `QwenEngine.load`."""
+        for model, role in (
+            (base, "base"),
+            (voice_design, "voice_design"),
+            (custom_voice, "custom_voice"),
+        ):
+            if model is not None and model.model.tts_model_type != role:
+                raise ModelUnavailable(
+                    f"expected a {role} model but got a {model.model.tts_model_type} model; "
+                    "check which repository each MODEL_*_REPO setting names"
+                )
+        for model in (base, voice_design, custom_voice):
+            if model is not None:
+                _pad_with_eos(model)
+        self._base = base
+        self._voice_design = voice_design
+        self._custom_voice = custom_voice
+        self._model_id = model_id
+        self._device = device
+        self._dtype = dtype
+        self._cap = max_new_tokens_cap
+        self._prompt_item = import_qwen_tts().VoiceClonePromptItem
+        config = base.model.config
+        self._embedding_size = int(config.speaker_encoder_config.enc_dim)
+        self._code_groups = int(config.talker_config.num_code_groups)
+        self._codebook_size = int(config.talker_config.code_predictor_config.vocab_size)
+        self._sample_rate = int(base.model.speech_tokenizer.get_output_sample_rate())
+
+    @classmethod
+    def load(
+        cls,
+        base: str | Path,
+        voice_design: str | Path | None = None,
+        custom_voice: str | Path | None = None,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        attn_implementation: str | None = None,
+        model_id: str | None = None,
+        max_new_tokens_cap: int = HARD_CAP,
+    ) -> QwenEngine:
+        """Load models from local directories (no network).
+
+        device "auto" picks CUDA when available; dtype "auto" is bfloat16 on CUDA, float32 on CPU;
+        attention is flash_attention_2 when installed on CUDA, else sdpa. `model_id` names the
+        base model in stored prompts (default: directory name, or the tiny seed, plus the hidden
+        size, so a prompt made by another model size is refused).
+        """
+        qwen_tts = import_qwen_tts()
+        resolved_device = _pick_device(device)
+        resolved_dtype = _pick_dtype(dtype, resolved_device)
+        attention = attn_implementation or _pick_attention(resolved_device)
+
+        def load_one(path: str | Path | None) -> Any:
+            if path is None:
+                return None
+            started = time.perf_counter()
+            model = qwen_tts.Qwen3TTSModel.from_pretrained(
+                str(path),
+                device_map=resolved_device,
+                dtype=resolved_dtype,
+                attn_implementation=attention,
+            )
+            log.info("loaded %s in %.1f s", path, time.perf_counter() - started)
+            return model
+
+        base_model = load_one(base)
+        return cls(
+            base_model,
+            voice_design=load_one(voice_design),
+            custom_voice=load_one(custom_voice),
+            model_id=model_id or _default_model_id(Path(base), base_model),
+            device=resolved_device,
+            dtype=resolved_dtype,
+            max_new_tokens_cap=max_new_tokens_cap,
+        )
+
+    def info(self) -> EngineInfo:
+        speakers: tuple[str, ...] = ()
+        if self._custom_voice is not None:
+            speakers = tuple(self._custom_voice.get_supported_speakers() or ())
+        return EngineInfo(
+            base_model_id=self._model_id,
+            device=self._device,
+            dtype=str(self._dtype).removeprefix("torch."),
+            sample_rate=self._sample_rate,
+            has_voice_design=self._voice_design is not None,
+            has_custom_voice=self._custom_voice is not None,
+            speakers=speakers,
+        )
+
+    def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
+        samples = np.asarray(audio.samples, dtype=np.float32)
+        if samples.ndim != 1 or audio.sample_rate <= 0:
+            raise InvalidInput("reference audio must be mono samples with a positive sample rate")
+        if samples.shape[0] < MIN_PROMPT_SECONDS * audio.sample_rate:
+            raise InvalidInput(f"reference audio must be at least {MIN_PROMPT_SECONDS} s long")
+        if not np.isfinite(samples).all():
+            raise InvalidInput("reference audio contains non-finite samples")
+        ref_text = transcript.strip() if transcript and transcript.strip() else None
+        with _as_invalid_input():
+            item = self._base.create_voice_clone_prompt(
+                ref_audio=(np.clip(samples, -1.0, 1.0), int(audio.sample_rate)),
+                ref_text=ref_text,
+                x_vector_only_mode=ref_text is None,
+            )[0]
+        data = PromptData(
+            ref_code=item.ref_code,
+            spk_embedding=item.ref_spk_embedding,
+            x_vector_only=bool(item.x_vector_only_mode),
+            icl=bool(item.icl_mode),
+            ref_text=item.ref_text,
+        )
+        return encode_prompt(data, self._model_id)
+
+    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+        return self._synthesize(items, sampling, None)
+
+    def synthesize_custom(self, items: Sequence[CustomItem], sampling: Sampling) -> list[Audio]:
+        return self._synthesize_custom(items, sampling, None)
+
+    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
+        return self._design(text, description, language, sampling, None)
+
+    def warm_up(self) -> None:
+        """Run every code path once: the first librosa resample alone costs seconds (numba JIT).
+
+        The reference is at 16 kHz so resampling to 24 kHz really runs; generations are 2 frames.
+        """
+        started = time.perf_counter()
+        seconds = np.arange(16000, dtype=np.float32) / 16000
+        tone = (0.3 * np.sin(2 * np.pi * 220 * seconds)).astype(np.float32)
+        prompt = self.create_prompt(Audio(tone, 16000), "Warm up.")
+        self._synthesize([SynthItem("Warm up.", "english", prompt)], Sampling(), 2)
+        if self._voice_design is not None:
+            self._design("Warm up.", "A calm voice.", "english", Sampling(), 2)
+        if self._custom_voice is not None:
+            speaker = self.info().speakers[0]
+            self._synthesize_custom([CustomItem("Warm up.", "english", speaker)], Sampling(), 2)
+        log.info("engine warm in %.1f s", time.perf_counter() - started)
+
+    def _synthesize(
+        self, items: Sequence[SynthItem], sampling: Sampling, max_new_tokens: int | None
+    ) -> list[Audio]:
+        if not items:
+            return []
+        texts = [_checked_text(item.text) for item in items]
+        languages = [_qwen_language(item.language) for item in items]
+        prompts = [self._decode_prompt(item.prompt) for item in items]
+        return self._run(
+            lambda kwargs: self._base.generate_voice_clone(
+                text=texts, language=languages, voice_clone_prompt=prompts, **kwargs
+            ),
+            texts,
+            sampling,
+            max_new_tokens,
+        )
+
+    def _synthesize_custom(
+        self, items: Sequence[CustomItem], sampling: Sampling, max_new_tokens: int | None
+    ) -> list[Audio]:
+        if self._custom_voice is None:
+            raise ModelUnavailable(
+                "preset speakers need the CustomVoice model; set MODEL_CUSTOM_REPO "
+                "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice)"
+            )
+        if not items:
+            return []
+        texts = [_checked_text(item.text) for item in items]
+        languages = [_qwen_language(item.language) for item in items]
+        speakers = [item.speaker.strip().lower() for item in items]
+        if not all(speakers):
+            raise InvalidInput("speaker must not be blank")
+        instructs = [item.instruct for item in items]
+        model = self._custom_voice
+        return self._run(
+            lambda kwargs: model.generate_custom_voice(
+                text=texts, speaker=speakers, language=languages, instruct=instructs, **kwargs
+            ),
+            texts,
+            sampling,
+            max_new_tokens,
+        )
+
+    def _design(
+        self,
+        text: str,
+        description: str,
+        language: str,
+        sampling: Sampling,
+        max_new_tokens: int | None,
+    ) -> Audio:
+        if self._voice_design is None:
+            raise ModelUnavailable(
+                "voice design needs the VoiceDesign model; set MODEL_VOICEDESIGN_REPO "
+                "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign)"
+            )
+        texts = [_checked_text(text)]
+        if not description.strip():
+            raise InvalidInput("voice description must not be blank")
+        languages = [_qwen_language(language)]
+        model = self._voice_design
+        return self._run(
+            lambda kwargs: model.generate_voice_design(
+                text=texts, instruct=[description], language=languages, **kwargs
+            ),
+            texts,
+            sampling,
+            max_new_tokens,
+        )[0]
+
+    def _decode_prompt(self, data: bytes) -> Any:
+        prompt = decode_prompt(
+            data,
+            model_id=self._model_id,
+            embedding_size=self._embedding_size,
+            code_groups=self._code_groups,
+            codebook_size=self._codebook_size,
+        )
+        return self._prompt_item(
+            ref_code=prompt.ref_code,
+            ref_spk_embedding=prompt.spk_embedding,
+            x_vector_only_mode=prompt.x_vector_only,
+            icl_mode=prompt.icl,
+            ref_text=prompt.ref_text,
+        )
+
+    def _run(
+        self,
+        call: Callable[[dict[str, Any]], tuple[list[np.ndarray], int]],
+        texts: list[str],
+        sampling: Sampling,
+        max_new_tokens: int | None,
+    ) -> list[Audio]:
+        bound = max_new_tokens
+        if bound is None:
+            bound = max_new_tokens_for_batch(texts, cap=self._cap)
+        kwargs = _generate_kwargs(sampling, bound)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        with _as_invalid_input():
+            wavs, sample_rate = call(kwargs)
+        if len(wavs) != len(texts):
+            raise RuntimeError(f"qwen-tts returned {len(wavs)} clips for {len(texts)} texts")
+        return [
+            Audio(np.asarray(wav, dtype=np.float32).reshape(-1), int(sample_rate)) for wav in wavs
+        ]
+
+
+@contextlib.contextmanager
+def _as_invalid_input() -> Iterator[None]:
+    """qwen-tts reports bad inputs as ValueError (or NotImplementedError deep in generate)."""
+    try:
+        yield
+    except (ValueError, NotImplementedError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise InvalidInput(lines[-1] if lines else type(exc).__name__) from exc
+
+
+def _pad_with_eos(model: Any) -> None:
+    """Pad finished batch rows with EOS, as HF would anyway, minus its warning on every call."""
+    generation_config = model.model.talker.generation_config
+    if generation_config.pad_token_id is None:
+        generation_config.pad_token_id = model.model.config.talker_config.codec_eos_token_id
+
+
+def _default_model_id(path: Path, model: Any) -> str:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    seed = config.get(TINY_MARKER) if isinstance(config, dict) else None
+    name = f"tiny-seed{seed}" if seed is not None else path.resolve().name
+    return f"{name}:{model.model.config.speaker_encoder_config.enc_dim}"
