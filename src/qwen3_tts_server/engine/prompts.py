@@ -6,6 +6,9 @@ stored must be safe to load (safetensors holds raw tensors, nothing executable) 
 which model made it: a prompt from the 1.7B model (2048-wide embedding) cannot drive the 0.6B
 model, and feeding it anyway fails deep inside the model or, worse, speaks in a wrong voice.
 
+All metadata sits in one safetensors metadata entry holding canonical JSON, so the same prompt
+always gives the same bytes (safetensors writes several entries in random order).
+
 Loading checks, in order: readable at all → ours and a known version → checksum → made by this
 model → structurally sound. The first failure becomes `PromptCorrupt` (the voice must be
 recreated) or `PromptMismatch` (made by another model); nothing else ever escapes.
@@ -25,7 +28,8 @@ from safetensors.torch import save as save_tensors
 from qwen3_tts_server.engine.base import PromptCorrupt, PromptMismatch
 
 FORMAT = "qwen3-tts-server/voice-clone-prompt"
-VERSION = "1"
+VERSION = 1
+_META_KEY = "qwen3_tts_server_prompt"
 _MAX_HEADER = 64 * 1024
 
 
@@ -44,14 +48,13 @@ class PromptData:
     ref_text: str | None
 
 
-def _checksum(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+def _checksum(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
         digest.update(tensor.numpy().tobytes())
-    for key in sorted(meta):
-        digest.update(f"{key}={meta[key]};".encode())
+    digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -60,21 +63,21 @@ def encode_prompt(prompt: PromptData, model_id: str) -> bytes:
     tensors = {"spk_embedding": prompt.spk_embedding.detach().to("cpu", torch.float32).contiguous()}
     if prompt.ref_code is not None:
         tensors["ref_code"] = prompt.ref_code.detach().to("cpu", torch.int64).contiguous()
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "model_id": model_id,
-        "embedding_size": str(tensors["spk_embedding"].shape[-1]),
-        "x_vector_only": json.dumps(prompt.x_vector_only),
-        "icl": json.dumps(prompt.icl),
-        "ref_text": json.dumps(prompt.ref_text),
+        "embedding_size": int(tensors["spk_embedding"].shape[-1]),
+        "x_vector_only": bool(prompt.x_vector_only),
+        "icl": bool(prompt.icl),
+        "ref_text": prompt.ref_text,
     }
     meta["checksum"] = _checksum(tensors, meta)
-    return save_tensors(tensors, metadata=meta)
+    return save_tensors(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
-def _header_metadata(data: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors blob (safetensors.torch.load does not return it)."""
+def _read_meta(data: bytes) -> dict[str, Any]:
+    """Our metadata from a safetensors header (safetensors.torch.load does not return it)."""
     if len(data) < 8:
         raise PromptCorrupt("prompt data is truncated")
     size = int.from_bytes(data[:8], "little")
@@ -82,27 +85,22 @@ def _header_metadata(data: bytes) -> dict[str, str]:
         raise PromptCorrupt("prompt data is truncated or not a prompt")
     try:
         header = json.loads(data[8 : 8 + size])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PromptCorrupt("prompt header is unreadable") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise PromptCorrupt("prompt data carries no prompt metadata")
+        meta = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise PromptCorrupt("data is not a voice clone prompt") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise PromptCorrupt("data is not a voice clone prompt")
+    if meta.get("version") != VERSION:
+        raise PromptCorrupt(f"unsupported prompt format version {meta.get('version')!r}")
     return meta
 
 
 def prompt_model_id(data: bytes) -> str:
     """Which model made these prompt bytes (cheap: reads the header only)."""
-    meta = _header_metadata(data)
-    if meta.get("format") != FORMAT or "model_id" not in meta:
-        raise PromptCorrupt("data is not a voice clone prompt")
-    return meta["model_id"]
-
-
-def _flag(meta: dict[str, str], key: str) -> Any:
-    try:
-        return json.loads(meta[key])
-    except (KeyError, ValueError) as exc:
-        raise PromptCorrupt(f"prompt metadata field {key!r} is missing or unreadable") from exc
+    model_id = _read_meta(bytes(data)).get("model_id")
+    if not isinstance(model_id, str):
+        raise PromptCorrupt("prompt metadata names no model")
+    return model_id
 
 
 def decode_prompt(
@@ -115,11 +113,7 @@ def decode_prompt(
     if not isinstance(data, bytes | bytearray | memoryview):
         raise PromptCorrupt("prompt data must be bytes")
     data = bytes(data)
-    meta = _header_metadata(data)
-    if meta.get("format") != FORMAT:
-        raise PromptCorrupt("data is not a voice clone prompt")
-    if meta.get("version") != VERSION:
-        raise PromptCorrupt(f"unsupported prompt format version {meta.get('version')!r}")
+    meta = _read_meta(data)
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error types for every kind of damage
@@ -150,14 +144,12 @@ def decode_prompt(
 
 def _validated(
     tensors: dict[str, torch.Tensor],
-    meta: dict[str, str],
+    meta: dict[str, Any],
     embedding: torch.Tensor,
     code_groups: int,
     codebook_size: int,
 ) -> PromptData:
-    x_vector_only = _flag(meta, "x_vector_only")
-    icl = _flag(meta, "icl")
-    ref_text = _flag(meta, "ref_text")
+    x_vector_only, icl, ref_text = meta.get("x_vector_only"), meta.get("icl"), meta.get("ref_text")
     if not isinstance(x_vector_only, bool) or not isinstance(icl, bool) or x_vector_only == icl:
         raise PromptCorrupt("prompt mode flags are inconsistent")
     if ref_text is not None and not isinstance(ref_text, str):

@@ -281,6 +281,11 @@ class QwenEngine:
             max_new_tokens_cap=max_new_tokens_cap,
         )
 
+    @property
+    def max_new_tokens_cap(self) -> int:
+        """The most frames any one call may generate."""
+        return self._cap
+
     def info(self) -> EngineInfo:
         speakers: tuple[str, ...] = ()
         if self._custom_voice is not None:

@@ -1,0 +1,61 @@
+"""Session fixtures for every test: tiny real-architecture models, built once, and one engine.
+
+The engine runs the real qwen-tts code. Its generation cap is small (TEST_MAX_FRAMES) so a call
+takes a fraction of a second on a CPU: the tiny model's weights are random, EOS comes at random,
+and the cap is what ends most generations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.tiny import make_tiny_models
+
+#: Frames (80 ms each) any test generation may produce at most.
+TEST_MAX_FRAMES = 12
+
+
+def _tone(seconds: float = 1.0, sample_rate: int = 24000, pitch: float = 220.0) -> Audio:
+    t = np.arange(int(seconds * sample_rate), dtype=np.float32) / sample_rate
+    return Audio((0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), sample_rate)
+
+
+@pytest.fixture(scope="session")
+def make_audio() -> Callable[..., Audio]:
+    """make_audio(seconds=1.0, sample_rate=24000, pitch=220.0): a tone, as if recorded."""
+    return _tone
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with base/, voice_design/ and custom_voice/ tiny models (seed 0)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    make_tiny_models(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_models_dir: Path) -> QwenEngine:
+    """A QwenEngine with all three tiny models on the CPU. Not thread-safe: one user at a time."""
+    return QwenEngine.load(
+        tiny_models_dir / "base",
+        tiny_models_dir / "voice_design",
+        tiny_models_dir / "custom_voice",
+        device="cpu",
+        max_new_tokens_cap=TEST_MAX_FRAMES,
+    )
+
+
+@pytest.fixture(scope="session")
+def voice_prompts(engine: QwenEngine) -> dict[str, bytes]:
+    """Prompt bytes of two voices: "icl" (with transcript) and "xvec" (x-vector only)."""
+    return {
+        "icl": engine.create_prompt(_tone(pitch=220.0), "Hello, this is my voice."),
+        "xvec": engine.create_prompt(_tone(pitch=330.0, sample_rate=16000), None),
+    }

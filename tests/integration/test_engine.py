@@ -1,0 +1,286 @@
+"""QwenEngine end to end on the tiny models: the real qwen-tts code, no stand-ins."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3_tts_server.engine.base import (
+    LANGUAGES,
+    Audio,
+    CustomItem,
+    InvalidInput,
+    ModelsMissing,
+    ModelUnavailable,
+    PromptCorrupt,
+    PromptMismatch,
+    Sampling,
+    SynthItem,
+)
+from qwen3_tts_server.engine.compat import import_qwen_tts
+from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
+from qwen3_tts_server.engine.qwen import QwenEngine, resolve_model_paths
+from qwen3_tts_server.engine.tiny import make_tiny_models
+
+FRAME = 1920  # samples per 80 ms codec frame at 24 kHz
+
+
+def assert_plausible(clip: Audio, engine: QwenEngine) -> None:
+    """Real decoder output: float32 at 24 kHz, whole frames, within the generation cap."""
+    assert clip.sample_rate == 24000
+    assert clip.samples.dtype == np.float32 and clip.samples.ndim == 1
+    assert clip.samples.shape[0] % FRAME == 0
+    assert 0 < clip.samples.shape[0] <= engine.max_new_tokens_cap * FRAME
+    assert np.isfinite(clip.samples).all() and float(np.abs(clip.samples).max()) > 0
+
+
+def read(engine: QwenEngine, data: bytes) -> PromptData:
+    config = engine.info()
+    return decode_prompt(
+        data, model_id=config.base_model_id, embedding_size=32, code_groups=4, codebook_size=64
+    )
+
+
+def test_info_describes_the_loaded_models(engine: QwenEngine) -> None:
+    info = engine.info()
+    assert info.base_model_id == "tiny-seed0:32"
+    assert (info.device, info.dtype, info.sample_rate) == ("cpu", "float32", 24000)
+    assert info.has_voice_design and info.has_custom_voice
+    assert {"vivian", "ryan", "eric", "dylan"} <= set(info.speakers)
+
+
+def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
+    engine.warm_up()
+
+
+def test_prompt_creation_icl_and_x_vector(
+    engine: QwenEngine, make_audio: Callable[..., Audio]
+) -> None:
+    icl = read(engine, engine.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
+    assert icl.icl and not icl.x_vector_only and icl.ref_text == "Hello there."
+    assert icl.ref_code is not None and icl.ref_code.shape == (19, 4)  # ceil(1.5 s x 12.5)
+    assert icl.spk_embedding.shape == (32,)
+
+    # 16 kHz input: resampled to 24 kHz inside qwen-tts; a blank transcript means x-vector only
+    xvec = read(engine, engine.create_prompt(make_audio(sample_rate=16000), "   "))
+    assert xvec.x_vector_only and not xvec.icl
+    assert xvec.ref_code is None and xvec.ref_text is None
+
+
+def test_prompt_creation_refuses_unusable_audio(
+    engine: QwenEngine, make_audio: Callable[..., Audio]
+) -> None:
+    with pytest.raises(InvalidInput, match="at least"):
+        engine.create_prompt(make_audio(seconds=0.1), "Too short.")
+    noisy = make_audio()
+    noisy.samples[10] = np.nan
+    with pytest.raises(InvalidInput, match="non-finite"):
+        engine.create_prompt(noisy, None)
+    stereo = Audio(np.zeros((24000, 2), dtype=np.float32), 24000)
+    with pytest.raises(InvalidInput, match="mono"):
+        engine.create_prompt(stereo, None)
+
+
+def test_prompt_bytes_round_trip_exactly(
+    engine: QwenEngine, voice_prompts: dict[str, bytes]
+) -> None:
+    for data in voice_prompts.values():
+        prompt = read(engine, data)
+        assert encode_prompt(prompt, engine.info().base_model_id) == data
+    icl = read(engine, voice_prompts["icl"])
+    again = read(engine, encode_prompt(icl, engine.info().base_model_id))
+    assert again.ref_code is not None and icl.ref_code is not None
+    assert torch.equal(again.ref_code, icl.ref_code)
+    assert torch.equal(again.spk_embedding, icl.spk_embedding)
+    assert (again.ref_text, again.icl, again.x_vector_only) == (icl.ref_text, True, False)
+
+
+def test_synthesize_one_text(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    [clip] = engine.synthesize(
+        [SynthItem("Hello world.", "english", voice_prompts["icl"])], Sampling()
+    )
+    assert_plausible(clip, engine)
+
+
+def test_synthesize_several_texts_voices_and_languages_in_one_call(
+    engine: QwenEngine, voice_prompts: dict[str, bytes]
+) -> None:
+    items = [
+        SynthItem(f"Sentence number {i}.", language, voice_prompts["icl" if i % 2 else "xvec"])
+        for i, language in enumerate(LANGUAGES)
+    ]
+    clips = engine.synthesize(items, Sampling())
+    assert len(clips) == len(LANGUAGES)
+    for clip in clips:
+        assert_plausible(clip, engine)
+
+
+def test_same_seed_same_audio(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    items = [
+        SynthItem("Reproducible, please.", "auto", voice_prompts["icl"]),
+        SynthItem("你好，世界。", "chinese", voice_prompts["xvec"]),
+    ]
+    first = engine.synthesize(items, Sampling(seed=42))
+    engine.synthesize(items, Sampling())  # moves the global RNG on
+    second = engine.synthesize(items, Sampling(seed=42))
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a.samples, b.samples)
+    greedy = Sampling(temperature=0.0)
+    assert np.array_equal(
+        engine.synthesize(items[:1], greedy)[0].samples,
+        engine.synthesize(items[:1], greedy)[0].samples,
+    )
+
+
+def test_custom_voice_with_real_speaker_names(engine: QwenEngine) -> None:
+    items = [
+        CustomItem("Hi from Vivian.", "english", "Vivian"),
+        CustomItem("Hi from Ryan.", "german", "ryan", instruct="Cheerful."),
+        CustomItem("四川话。", "chinese", "eric"),  # dialect speaker: the language id is swapped
+        CustomItem("Auto.", "auto", "DYLAN"),
+    ]
+    for clip in engine.synthesize_custom(items, Sampling()):
+        assert_plausible(clip, engine)
+    with pytest.raises(InvalidInput, match="Unsupported speakers"):
+        engine.synthesize_custom([CustomItem("Hi.", "english", "nobody")], Sampling())
+    with pytest.raises(InvalidInput, match="blank"):
+        engine.synthesize_custom([CustomItem("Hi.", "english", " ")], Sampling())
+
+
+def test_voice_design(engine: QwenEngine) -> None:
+    clip = engine.design("A designed voice.", "A calm, deep narrator.", "french", Sampling(seed=1))
+    assert_plausible(clip, engine)
+    with pytest.raises(InvalidInput, match="description"):
+        engine.design("Text.", "  ", "english", Sampling())
+
+
+def test_bad_inputs_are_invalid_input(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    with pytest.raises(InvalidInput, match="klingon"):
+        engine.synthesize([SynthItem("Hi.", "klingon", voice_prompts["icl"])], Sampling())
+    with pytest.raises(InvalidInput, match="blank"):
+        engine.synthesize([SynthItem("  ", "english", voice_prompts["icl"])], Sampling())
+    assert engine.synthesize([], Sampling()) == []
+
+
+def test_foreign_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    prompt = read(engine, voice_prompts["icl"])
+    other_model = encode_prompt(prompt, "Qwen3-TTS-12Hz-1.7B-Base:2048")
+    wider = PromptData(None, torch.zeros(2048), True, False, None)
+    same_id_other_size = encode_prompt(wider, engine.info().base_model_id)
+    for data in (other_model, same_id_other_size):
+        with pytest.raises(PromptMismatch, match="recreate"):
+            engine.synthesize([SynthItem("Hi.", "english", data)], Sampling())
+
+
+def test_damaged_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    data = voice_prompts["icl"]
+    rng = np.random.default_rng(0)
+    damaged = [b"", b"\x00" * 7, b"not a prompt at all", rng.bytes(len(data))]
+    damaged += [data[:n] for n in range(0, len(data), 37)]
+    for position in range(0, len(data), 13):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x41
+        damaged.append(bytes(flipped))
+    model_id = engine.info().base_model_id
+    for blob in damaged:
+        with pytest.raises(PromptCorrupt):
+            decode_prompt(
+                blob, model_id=model_id, embedding_size=32, code_groups=4, codebook_size=64
+            )
+    with pytest.raises(PromptCorrupt):
+        engine.synthesize([SynthItem("Hi.", "english", damaged[-1])], Sampling())
+
+
+def test_missing_models_are_unavailable(tiny_models_dir: Path) -> None:
+    base_only = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=4)
+    info = base_only.info()
+    assert not info.has_voice_design and not info.has_custom_voice and info.speakers == ()
+    with pytest.raises(ModelUnavailable, match="MODEL_VOICEDESIGN_REPO"):
+        base_only.design("Hi.", "A voice.", "english", Sampling())
+    with pytest.raises(ModelUnavailable, match="MODEL_CUSTOM_REPO"):
+        base_only.synthesize_custom([CustomItem("Hi.", "english", "ryan")], Sampling())
+    with pytest.raises(ModelUnavailable, match="expected a base model"):
+        QwenEngine.load(tiny_models_dir / "custom_voice", device="cpu")
+
+
+def test_resolve_model_paths(tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = resolve_model_paths(
+        tiny_models_dir,
+        base_repo="local/base",
+        voice_design_repo="voice_design",
+        custom_voice_repo="",
+    )
+    assert paths.base == tiny_models_dir / "base"
+    assert paths.voice_design == tiny_models_dir / "voice_design" and paths.custom_voice is None
+
+    empty = tiny_models_dir.parent / "empty-models"
+    with pytest.raises(ModelsMissing) as missing:
+        resolve_model_paths(empty, base_repo="Qwen/Qwen3-TTS-12Hz-0.6B-Base")
+    message = str(missing.value)
+    assert "Qwen3-TTS-12Hz-0.6B-Base" in message and "downloads are disabled" in message
+    assert "MODELS_DIR" in message and "models download" in message and "make demo" in message
+
+    import huggingface_hub
+
+    def offline(**kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelsMissing, match=r"could not be downloaded.*network unreachable"):
+        resolve_model_paths(empty, base_repo="Qwen/Qwen3-TTS-12Hz-0.6B-Base", allow_download=True)
+
+    downloads: list[dict[str, object]] = []
+
+    def fake_download(**kwargs: object) -> None:
+        downloads.append(kwargs)
+        import shutil
+
+        shutil.copytree(tiny_models_dir / "base", str(kwargs["local_dir"]), dirs_exist_ok=True)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    paths = resolve_model_paths(
+        empty, base_repo="Qwen/Qwen3-TTS-12Hz-0.6B-Base", allow_download=True, hf_token="hf_x"
+    )
+    assert paths.base == empty / "Qwen3-TTS-12Hz-0.6B-Base"
+    assert downloads == [
+        {"repo_id": "Qwen/Qwen3-TTS-12Hz-0.6B-Base", "local_dir": str(paths.base), "token": "hf_x"}
+    ]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tiny_models_are_deterministic_and_never_clobber(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    again = make_tiny_models(tmp_path / "again", seed=0)
+    for variant in ("base", "voice_design", "custom_voice"):
+        for name in ("model.safetensors", "speech_tokenizer/model.safetensors"):
+            assert _digest(tiny_models_dir / variant / name) == _digest(
+                tmp_path / "again" / variant / name
+            )
+    make_tiny_models(tmp_path / "again", seed=1)  # replacing its own output is fine
+    assert _digest(again.base / "model.safetensors") != _digest(
+        tiny_models_dir / "base/model.safetensors"
+    )
+
+    precious = tmp_path / "precious"
+    (precious / "base").mkdir(parents=True)
+    (precious / "base" / "weights.bin").write_bytes(b"real model")
+    with pytest.raises(FileExistsError, match="not a tiny model"):
+        make_tiny_models(precious)
+    assert (precious / "base" / "weights.bin").read_bytes() == b"real model"
+
+
+def test_compat_leaves_no_placeholders_behind() -> None:
+    import_qwen_tts()
+    for name in ("torchaudio", "sox", "onnxruntime"):
+        module = sys.modules.get(name)
+        assert module is None or not type(module).__name__.startswith("_Placeholder")
