@@ -30,6 +30,7 @@ from qwen3_tts_server.engine.base import (
 )
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.errors import ApiError
+from qwen3_tts_server.observability import Metrics, install_observability
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
@@ -54,7 +55,7 @@ EXPOSED_HEADERS = [
 EngineLoader = Callable[[], Engine]
 
 
-def build_context(settings: Settings, load_engine: EngineLoader) -> AppContext:
+def build_context(settings: Settings, load_engine: EngineLoader, metrics: Metrics) -> AppContext:
     """Resolve secrets, migrate the database and build the services (no model loading yet)."""
     settings = resolve_secrets(settings)
     assert settings.admin_token is not None and settings.hmac_secret is not None
@@ -63,12 +64,14 @@ def build_context(settings: Settings, load_engine: EngineLoader) -> AppContext:
     sessions = make_session_factory(db)
 
     def make_scheduler(engine: Engine) -> Scheduler:
-        return Scheduler(
+        scheduler = Scheduler(
             engine,
             queue_max=settings.queue_max,
             max_batch=settings.engine_max_batch,
             job_timeout_s=settings.job_timeout_s,
         )
+        scheduler.on_batch = metrics.observe_batch
+        return scheduler
 
     runtime = ModelRuntime(load_engine, make_scheduler)
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
@@ -82,6 +85,7 @@ def build_context(settings: Settings, load_engine: EngineLoader) -> AppContext:
         media=media,
         voices=VoiceService(settings, sessions, media, runtime),
         synthesis=SynthesisService(settings, sessions, media, runtime),
+        metrics=metrics,
     )
 
 
@@ -119,12 +123,19 @@ def _typed_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+    # Starlette answers unhandled errors outside every middleware: add the request id here.
+    request_id = getattr(request.state, "request_id", "")
+    return JSONResponse(
+        {"detail": f"Internal server error (request id {request_id})"},
+        status_code=500,
+        headers={"X-Request-Id": request_id} if request_id else None,
+    )
 
 
 def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     """Build the app. The model loads in the background once the app starts serving."""
-    context = build_context(settings, load_engine)
+    metrics = Metrics()
+    context = build_context(settings, load_engine, metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +170,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     for kind, _status in _ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
     app.add_exception_handler(Exception, _unexpected)
+    install_observability(app, context, metrics)
     for router in (
         health.router,
         admin.router,

@@ -12,6 +12,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.config import Settings
+from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
@@ -30,3 +31,4 @@ class AppContext:
     media: MediaLibrary
     voices: VoiceService
     synthesis: SynthesisService
+    metrics: Metrics

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -86,6 +87,14 @@ class LiveServer:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
         return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Wait until /ready says ready (the model loads in the background)."""
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.url}/ready").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server never became ready")
+            time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

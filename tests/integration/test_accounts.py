@@ -137,7 +137,7 @@ def test_concurrent_exchange_has_exactly_one_winner(client: TestClient) -> None:
 def test_admin_auth_failures(
     client: TestClient, header: str | None, status: int, detail: str
 ) -> None:
-    headers = {} if header is None else {"Authorization": header}
+    headers = {} if header is None else {"Authorization": header.encode()}
     response = client.post("/admin/users", headers=headers)
     assert response.status_code == status
     assert response.json() == {"detail": detail}
@@ -146,7 +146,7 @@ def test_admin_auth_failures(
 def test_blank_admin_token_env_never_matches(make_client: AppFactory, tmp_path: Path) -> None:
     """compose's `ADMIN_TOKEN=""` must not mean "empty token accepted" (the original's hole)."""
     client = make_client(admin_token="   ")
-    for header in ("Bearer ", "Bearer \u00a0", "Bearer \x85", "Bearer  "):
+    for header in (b"Bearer ", b"Bearer \xa0", b"Bearer \x85", b"Bearer  "):
         response = client.post("/admin/users", headers={"Authorization": header})
         assert response.status_code in (401, 403), header
     generated = (tmp_path / "data" / "secrets" / "admin_token").read_text().strip()
@@ -174,7 +174,7 @@ def test_non_ascii_bearer_bytes_are_refused(client: TestClient) -> None:
 def test_user_auth_failures(
     client: TestClient, header: str | None, status: int, detail: str
 ) -> None:
-    headers = {} if header is None else {"Authorization": header}
+    headers = {} if header is None else {"Authorization": header.encode()}
     response = client.get("/usage", headers=headers)
     assert response.status_code == status
     assert response.json() == {"detail": detail}

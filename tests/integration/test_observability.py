@@ -17,37 +17,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from support import AppFactory, admin_headers
 
-from conftest import make_settings, no_model
-from qwen3_tts_server.app import EngineLoader, create_app
 from qwen3_tts_server.engine.base import Audio, CustomItem, EngineInfo, Sampling, SynthItem
-from qwen3_tts_server.observability import configure_logging, install_observability
+from qwen3_tts_server.observability import configure_logging
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture
-def make_observed(tmp_path: Path) -> Iterator[AppFactory]:
-    """Like `make_client`, plus observability installed before the app starts serving."""
-    clients: list[TestClient] = []
-
-    def factory(load_engine: EngineLoader = no_model, **overrides: Any) -> TestClient:
-        settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        app = create_app(settings, load_engine)
-        install_observability(app, app.state.context)  # drop once create_app calls it
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        app.state.context.runtime.wait()
-        return client
-
-    yield factory
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def observed(make_observed: AppFactory) -> TestClient:
-    return make_observed()
 
 
 class LogCapture:
@@ -117,17 +90,17 @@ def access_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
 
 # -- /metrics --------------------------------------------------------------------------------------
 def test_request_counters_move_with_requests_labelled_by_route_template(
-    observed: TestClient,
+    client: TestClient,
 ) -> None:
-    before = scrape(observed)
+    before = scrape(client)
     for _ in range(3):
-        assert observed.get("/health").status_code == 200
-    assert observed.get("/usage").status_code == 401
-    assert observed.get("/usage", headers={"Authorization": "Bearer not-a-key"}).status_code == 403
-    assert observed.get("/voices/12345").status_code == 401
-    assert observed.get("/no/such/path/9f8e").status_code == 404
-    assert observed.request("PURGE", "/health").status_code == 405
-    after = scrape(observed)
+        assert client.get("/health").status_code == 200
+    assert client.get("/usage").status_code == 401
+    assert client.get("/usage", headers={"Authorization": "Bearer not-a-key"}).status_code == 403
+    assert client.get("/voices/12345").status_code == 401
+    assert client.get("/no/such/path/9f8e").status_code == 404
+    assert client.request("PURGE", "/health").status_code == 405
+    after = scrape(client)
 
     def moved(status: str, route: str, method: str = "GET") -> float:
         labels = {"method": method, "route": route, "status": status}
@@ -148,8 +121,8 @@ def test_request_counters_move_with_requests_labelled_by_route_template(
     assert not any(route and ("12345" in route or "9f8e" in route) for route in routes)
 
 
-def test_model_state_and_queue_depth_without_a_model(observed: TestClient) -> None:
-    samples = scrape(observed)
+def test_model_state_and_queue_depth_without_a_model(client: TestClient) -> None:
+    samples = scrape(client)
     assert value(samples, "qwen3_tts_model_state") == -1  # the loader failed
     assert value(samples, "qwen3_tts_queue_depth") == 0
     assert value(samples, "qwen3_tts_engine_batches_total") == 0
@@ -178,8 +151,8 @@ class IdleEngine:
         raise AssertionError("not used")
 
 
-def test_ready_model_and_batches_reach_the_scrape(make_observed: AppFactory) -> None:
-    client = make_observed(IdleEngine)
+def test_ready_model_and_batches_reach_the_scrape(make_client: AppFactory) -> None:
+    client = make_client(IdleEngine)
     metrics = app_of(client).state.metrics
     scheduler = app_of(client).state.context.runtime.loaded().scheduler
     scheduler.on_batch = metrics.observe_batch  # what app wiring does when it builds the scheduler
@@ -198,22 +171,22 @@ def test_ready_model_and_batches_reach_the_scrape(make_observed: AppFactory) -> 
     assert value(samples, "qwen3_tts_engine_batch_size_sum", op="design") == 1
 
 
-def test_tokens_and_audio_seconds_counters(observed: TestClient) -> None:
-    metrics = app_of(observed).state.metrics
+def test_tokens_and_audio_seconds_counters(client: TestClient) -> None:
+    metrics = app_of(client).state.metrics
     metrics.record_tokens("tts", 12)
     metrics.record_tokens("batchtts", 90)
     metrics.record_tokens("tts", 3)
     metrics.record_audio_seconds(1.5)
     metrics.record_audio_seconds(2.25)
-    samples = scrape(observed)
+    samples = scrape(client)
     assert value(samples, "qwen3_tts_tokens_charged_total", kind="tts") == 15
     assert value(samples, "qwen3_tts_tokens_charged_total", kind="batchtts") == 90
     assert value(samples, "qwen3_tts_audio_seconds_generated_total") == 3.75
 
 
-def test_each_app_has_its_own_metrics(make_observed: AppFactory, tmp_path: Path) -> None:
-    first = make_observed(data_dir=tmp_path / "one")
-    second = make_observed(data_dir=tmp_path / "two")
+def test_each_app_has_its_own_metrics(make_client: AppFactory, tmp_path: Path) -> None:
+    first = make_client(data_dir=tmp_path / "one")
+    second = make_client(data_dir=tmp_path / "two")
     app_of(first).state.metrics.record_tokens("tts", 7)
     first.get("/health")
     samples = scrape(second)
@@ -222,15 +195,15 @@ def test_each_app_has_its_own_metrics(make_observed: AppFactory, tmp_path: Path)
     assert value(samples, "qwen3_tts_http_requests_total", **labels) == 0
 
 
-def test_openmetrics_on_request(observed: TestClient) -> None:
-    response = observed.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+def test_openmetrics_on_request(client: TestClient) -> None:
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
 
 
 # -- X-Request-Id ----------------------------------------------------------------------------------
-def test_every_response_has_a_request_id(make_observed: AppFactory) -> None:
-    client = make_observed(max_upload_bytes=1024)
+def test_every_response_has_a_request_id(make_client: AppFactory) -> None:
+    client = make_client(max_upload_bytes=1024)
     responses = {
         200: client.get("/health"),
         401: client.get("/usage"),
@@ -248,9 +221,9 @@ def test_every_response_has_a_request_id(make_observed: AppFactory) -> None:
 
 
 @pytest.mark.parametrize("incoming", ["abc.DEF-1_2", "x" * 64, "0"])
-def test_a_valid_incoming_request_id_is_echoed(observed: TestClient, incoming: str) -> None:
+def test_a_valid_incoming_request_id_is_echoed(client: TestClient, incoming: str) -> None:
     assert (
-        observed.get("/health", headers={"X-Request-Id": incoming}).headers["x-request-id"]
+        client.get("/health", headers={"X-Request-Id": incoming}).headers["x-request-id"]
         == incoming
     )
 
@@ -259,21 +232,21 @@ def test_a_valid_incoming_request_id_is_echoed(observed: TestClient, incoming: s
     "incoming",
     [b"x" * 65, b"has space", b"new\\nline", b"<script>", b"caf\xc3\xa9", b"a;b", b""],
 )
-def test_an_unsafe_incoming_request_id_is_replaced(observed: TestClient, incoming: bytes) -> None:
-    response = observed.get("/health", headers={"X-Request-Id": incoming})
+def test_an_unsafe_incoming_request_id_is_replaced(client: TestClient, incoming: bytes) -> None:
+    response = client.get("/health", headers={"X-Request-Id": incoming})
     replaced = response.headers["x-request-id"]
     assert replaced.encode() != incoming and len(replaced) == 32
     assert response.headers.get_list("x-request-id") == [replaced]
 
 
 # -- logs ------------------------------------------------------------------------------------------
-def test_one_access_line_per_request_and_no_secrets(observed: TestClient, logs: LogCapture) -> None:
+def test_one_access_line_per_request_and_no_secrets(client: TestClient, logs: LogCapture) -> None:
     secret_text = "my private sentence 7c1d"
-    user_id = observed.post("/admin/users", headers=admin_headers()).json()["user_id"]
-    code = observed.post(f"/admin/users/{user_id}/invites", headers=admin_headers()).json()[
+    user_id = client.post("/admin/users", headers=admin_headers()).json()["user_id"]
+    code = client.post(f"/admin/users/{user_id}/invites", headers=admin_headers()).json()[
         "invite_code"
     ]
-    key = observed.post("/auth/exchange-invite", json={"invite_code": code}).json()["api_key"]
+    key = client.post("/auth/exchange-invite", json={"invite_code": code}).json()["api_key"]
     auth = {"Authorization": f"Bearer {key}"}
     calls = [
         ("GET", "/usage", auth, None, "/usage", 200),
@@ -286,7 +259,7 @@ def test_one_access_line_per_request_and_no_secrets(observed: TestClient, logs: 
     logs.lines()  # only what follows counts
     sent = []
     for method, url, headers, body, _route, _status in calls:
-        response = observed.request(method, url, headers=headers, json=body)
+        response = client.request(method, url, headers=headers, json=body)
         sent.append((response.headers["x-request-id"], response.status_code))
 
     lines = logs.lines()
@@ -306,13 +279,13 @@ def test_one_access_line_per_request_and_no_secrets(observed: TestClient, logs: 
 
 
 def test_a_server_error_is_logged_as_500_with_its_request_id(
-    observed: TestClient, logs: LogCapture
+    client: TestClient, logs: LogCapture
 ) -> None:
     def boom() -> None:
         raise RuntimeError("a bug")
 
-    app_of(observed).add_api_route("/boom-for-test", boom)
-    response = observed.get("/boom-for-test", headers={"X-Request-Id": "trace-500"})
+    app_of(client).add_api_route("/boom-for-test", boom)
+    response = client.get("/boom-for-test", headers={"X-Request-Id": "trace-500"})
     assert response.status_code == 500
     records = [json.loads(line) for line in logs.lines()]
     [access] = [r for r in records if r["logger"] == "qwen3_tts_server.access"]

@@ -38,6 +38,8 @@ async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Respon
     if isinstance(text, list):
         raise BadRequest("Single TTS endpoint expects a single text string, not a list")
     speech = await context.synthesis.tts(caller.user_id, text, _speech_request(body))
+    context.metrics.record_tokens("tts", speech.tokens_used)
+    context.metrics.record_audio_seconds(speech.duration_s)
     return Response(
         speech.data,
         media_type=speech.media_type,
@@ -65,6 +67,8 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
     if isinstance(texts, str):
         raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
     result = await context.synthesis.batch(caller.user_id, texts, _speech_request(body))
+    context.metrics.record_tokens("batchtts", result.tokens_used)
+    context.metrics.record_audio_seconds(result.audio_seconds)
     return Response(
         result.archive,
         media_type="application/zip",

@@ -56,6 +56,7 @@ async def clone_voice(
     created = await context.voices.clone(
         caller.user_id, name=name, transcript=transcript, language=language, upload=upload
     )
+    context.metrics.record_tokens("clonevoice", created.tokens_used)
     return VoiceCreatedOut(voice_id=created.voice_id, tokens_used=created.tokens_used)
 
 
@@ -73,6 +74,7 @@ async def design_voice(
     created = await context.voices.design(
         caller.user_id, name=body.name, description=body.description, language=body.language
     )
+    context.metrics.record_tokens("designvoice", created.tokens_used)
     return VoiceCreatedOut(voice_id=created.voice_id, tokens_used=created.tokens_used)
 
 

@@ -6,25 +6,26 @@ so tests can run several apps side by side, each with its own metrics.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI, Request, Response
 
-from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.observability.logging import configure_logging
 from qwen3_tts_server.observability.metrics import Metrics, TokenKind
 from qwen3_tts_server.observability.middleware import RequestObservability
 
+if TYPE_CHECKING:  # context.py imports Metrics from here: no import cycle at run time
+    from qwen3_tts_server.context import AppContext
+
 __all__ = ["Metrics", "TokenKind", "configure_logging", "install_observability"]
 
 
-def install_observability(
-    app: FastAPI, context: AppContext, metrics: Metrics | None = None
-) -> None:
+def install_observability(app: FastAPI, context: AppContext, metrics: Metrics) -> None:
     """Add GET /metrics, the request-id/timing/access-log middleware and `app.state.metrics`.
 
     Call it after every other `add_middleware`, so this middleware is the outermost one and
     also stamps responses that inner middleware answers on its own (413, CORS preflight).
-    Pass `metrics` when services or the scheduler were built with it, so they feed this app's
-    /metrics; otherwise a fresh one is made.
+    `metrics` is the object the scheduler and routes feed (built with the context).
 
     /metrics has no authentication, like most Prometheus targets: keep the port off the public
     internet or block the path at the reverse proxy. It exposes counts and the model's name,
@@ -32,7 +33,6 @@ def install_observability(
     """
     if getattr(app.state, "metrics", None) is not None:
         raise RuntimeError("observability is already installed on this app")
-    metrics = metrics if metrics is not None else Metrics()
     metrics.watch_runtime(context.runtime)
     app.state.metrics = metrics
 

@@ -65,6 +65,7 @@ class BatchSpeech:
     tokens_used: int
     discount_used: float
     latency_ms_total: int
+    audio_seconds: float
     archive: bytes
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -378,7 +379,7 @@ class SynthesisService:
                 items.append(
                     {
                         "index": index,
-                        "filename": f"{index}.{extension}",
+                        "filename": f"{index}.{extension}",  # as in the ZIP below
                         "generation_id": generation.id,
                         "chars": len(text),
                         "tokens": generation.tokens_used,
@@ -402,11 +403,12 @@ class SynthesisService:
             "store": request.store,
             "items": items,
         }
+        filenames = [f"{index}.{extension}" for index in range(len(encoded))]
         archive = build_zip(
-            [(item["filename"], data) for item, (_, data) in zip(items, encoded, strict=True)],
-            manifest,
+            [(name, data) for name, (_, data) in zip(filenames, encoded, strict=True)], manifest
         )
-        return BatchSpeech(batch_id, tokens, discount, latency_ms, archive, manifest)
+        audio_seconds = sum(audio.duration_s for audio, _ in encoded)
+        return BatchSpeech(batch_id, tokens, discount, latency_ms, audio_seconds, archive, manifest)
 
     # -- /getstored ----------------------------------------------------------------------------
     def stored(self, user_id: int, generation_id: int) -> StoredAudio:
