@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-data
+DEMO_PORT ?= 8000
 
 .PHONY: install test lint typecheck unit serve demo clean
 
@@ -36,7 +37,7 @@ serve: $(STAMP)
 	$(BIN)/qwen3-tts-server serve
 
 demo: $(STAMP)
-	$(BIN)/qwen3-tts-server demo --data-dir $(DEMO_DIR)
+	$(BIN)/qwen3-tts-server demo --data-dir $(DEMO_DIR) --port $(DEMO_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

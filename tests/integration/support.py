@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -70,3 +76,63 @@ def clone_voice(
     assert response.status_code == 200, response.text
     voice_id: int = response.json()["voice_id"]
     return voice_id
+
+
+#: The original README's commands, in order, verbatim (plus a /getstored round trip and
+#: redirections that keep each answer for the checks in `run_seed_flow`).
+SEED_FLOW = Path(__file__).with_name("seed_readme_flow.sh")
+
+
+def run_seed_flow(base_url: str, admin_token: str, work: Path) -> None:
+    """Run the README's curl commands with real curl and python against `base_url`, then check
+    what they produced. `work` becomes the client's working directory (ref.mp3 goes there)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "ref.mp3").write_bytes(reference_audio("mp3"))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "ADMIN_TOKEN": admin_token,
+        "BASE": base_url,
+    }
+    result = subprocess.run(
+        ["bash", str(SEED_FLOW)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+
+    # /tts: the three headers the README promises, and a real WAV file.
+    headers = (work / "tts_headers.txt").read_text().lower()
+    assert "200" in headers.splitlines()[0]
+    for name in ("x-generation-id", "x-tokens-used: 26", "x-latency-ms", "content-type: audio/wav"):
+        assert name in headers, name
+    assert "WAVE audio" in out
+
+    # /batchtts with the README's `texts`: three files and the manifest.
+    with zipfile.ZipFile(work / "batch.zip") as archive:
+        assert archive.namelist() == ["0.wav", "1.wav", "2.wav", "manifest.json"]
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["tokens_used"] == int(len("First line.Second line.Third line.") * 0.9)
+    assert [item["filename"] for item in manifest["items"]] == ["0.wav", "1.wav", "2.wav"]
+    batch_headers = (work / "batch_headers.txt").read_text().lower()
+    assert "x-batch-discount-used: 0.9" in batch_headers
+
+    # The design example is invalid JSON (trailing comma): a 422 that points at it.
+    design = json.loads((work / "design.json").read_text())
+    assert design["detail"][0]["type"] == "json_invalid"
+
+    voices = json.loads((work / "voices.json").read_text())
+    assert [voice["name"] for voice in voices] == ["Geoff"]
+    assert json.loads((work / "voice.json").read_text())["ref_text"].startswith("The quick")
+    assert (work / "voice_sample.wav").read_bytes() == (work / "ref.mp3").read_bytes()
+    assert (work / "stored.wav").read_bytes() == (work / "kept.wav").read_bytes()
+
+    usage = json.loads((work / "usage.json").read_text())
+    assert usage["tts_calls"] == 2 and usage["batch_calls"] == 1
+    assert usage["tokens_used_tts"] == 26 + len("Keep this one.")
+    assert usage["tokens_used_voices"] == len("The quick, brown fox jumped over the lazy dog")
