@@ -34,6 +34,7 @@ def create_user(
 
 @router.get("/users", response_model=list[UserInfo], summary="List users with usage")
 def get_users(context: Context) -> list[UserInfo]:
+    """Every user, oldest first, with the same totals they see on GET /usage."""
     return [
         UserInfo(
             user_id=user.user_id,
@@ -48,7 +49,7 @@ def get_users(context: Context) -> list[UserInfo]:
 
 
 @router.post(
-    "/users/{user_id}/disable", response_model=Status, responses=NOT_FOUND, summary="Disable"
+    "/users/{user_id}/disable", response_model=Status, responses=NOT_FOUND, summary="Disable a user"
 )
 def disable_user(user_id: int, context: Context) -> Status:
     """Every key of a disabled user answers 403 until the user is enabled again."""
@@ -57,9 +58,10 @@ def disable_user(user_id: int, context: Context) -> Status:
 
 
 @router.post(
-    "/users/{user_id}/enable", response_model=Status, responses=NOT_FOUND, summary="Enable"
+    "/users/{user_id}/enable", response_model=Status, responses=NOT_FOUND, summary="Enable a user"
 )
 def enable_user(user_id: int, context: Context) -> Status:
+    """Undo a disable: the user's unrevoked keys work again."""
     context.accounts.set_active(user_id, True)
     return Status(status="enabled")
 
@@ -71,6 +73,7 @@ def enable_user(user_id: int, context: Context) -> Status:
     summary="List a user's API keys",
 )
 def get_keys(user_id: int, context: Context) -> list[KeyInfoOut]:
+    """Prefixes and timestamps only: the keys themselves are never stored."""
     return [KeyInfoOut(**vars(key)) for key in context.accounts.list_keys(user_id)]
 
 
@@ -81,6 +84,7 @@ def get_keys(user_id: int, context: Context) -> list[KeyInfoOut]:
     summary="Revoke an API key",
 )
 def revoke_key(user_id: int, key_id: int, context: Context) -> Status:
+    """The key answers 403 from now on; revoking twice is harmless."""
     context.accounts.revoke_key(user_id, key_id)
     return Status(status="revoked")
 

@@ -91,6 +91,7 @@ def list_voices(caller: CurrentUser, context: Context) -> list[VoiceOut]:
     summary="Voice detail",
 )
 def get_voice(voice_id: int, caller: CurrentUser, context: Context) -> VoiceDetailOut:
+    """The list entry plus the reference transcript, the design description and the kind."""
     voice = context.voices.get(caller.user_id, voice_id)
     return VoiceDetailOut(
         **_summary(voice).model_dump(),
