@@ -211,6 +211,8 @@ def test_missing_models_are_unavailable(tiny_models_dir: Path) -> None:
         base_only.synthesize_custom([CustomItem("Hi.", "english", "ryan")], Sampling())
     with pytest.raises(ModelUnavailable, match="expected a base model"):
         QwenEngine.load(tiny_models_dir / "custom_voice", device="cpu")
+    with pytest.raises(ModelsMissing, match="not a complete model directory"):
+        QwenEngine.load(tiny_models_dir / "no-such-model", device="cpu")
 
 
 def test_resolve_model_paths(tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

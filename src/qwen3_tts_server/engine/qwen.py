@@ -260,6 +260,10 @@ class QwenEngine:
         def load_one(path: str | Path | None) -> Any:
             if path is None:
                 return None
+            if not _is_complete(Path(path)):
+                raise ModelsMissing(
+                    f"{path} is not a complete model directory. To fix: {_FIX_HINT}"
+                )
             started = time.perf_counter()
             model = qwen_tts.Qwen3TTSModel.from_pretrained(
                 str(path),

@@ -80,7 +80,10 @@ class _Job:
 
 
 class Scheduler:
-    """Bounded queue + dynamic batching in front of one `Engine`."""
+    """Bounded queue + dynamic batching in front of one `Engine`.
+
+    Jobs may be submitted before `start()`; they wait and run after warm-up.
+    """
 
     def __init__(
         self,
