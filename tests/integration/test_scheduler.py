@@ -276,6 +276,7 @@ def test_a_cancelled_job_never_runs(
     asyncio.run(scenario())
     ran = [text for texts in recorder.texts() for text in texts]
     assert ran == [jobs[0][0].text, jobs[2][0].text]
+    assert scheduler.stats.jobs_cancelled == 1 and scheduler.stats.jobs_run == 2
 
 
 def test_jobs_time_out_and_late_jobs_never_run(
@@ -298,6 +299,7 @@ def test_jobs_time_out_and_late_jobs_never_run(
     asyncio.run(scenario())
     scheduler.shutdown()
     assert recorder.texts() == [[items_for(0, 1, voice_prompts)[0].text]]
+    assert scheduler.stats.jobs_timed_out == 2 and scheduler.stats.jobs_cancelled == 0
 
 
 def test_shutdown_fails_waiting_jobs_fast(

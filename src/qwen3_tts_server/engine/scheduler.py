@@ -54,7 +54,11 @@ _EWMA_ALPHA = 0.3
 
 @dataclass
 class SchedulerStats:
-    """Counters for /metrics; written only by the inference thread."""
+    """Counters for /metrics.
+
+    `jobs_cancelled`: dropped before running because the caller went away; `jobs_timed_out`:
+    callers that got JobTimeout (the job itself may have finished later, unseen).
+    """
 
     batches_run: int = 0
     items_run: int = 0
@@ -73,6 +77,7 @@ class _Job:
     run_alone: Callable[[Engine], Any] | None  # every other op
     future: Future[Any]
     deadline: float
+    timed_out: bool = False
 
     @property
     def size(self) -> int:
@@ -180,25 +185,34 @@ class Scheduler:
         return result
 
     async def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
-        future = self._submit(
+        job = self._submit(
             "create_prompt", run_alone=lambda engine: engine.create_prompt(audio, transcript)
         )
-        result: bytes = await self._await(future)
+        result: bytes = await self._await(job)
         return result
 
     async def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        future = self._submit(
+        job = self._submit(
             "design", run_alone=lambda engine: engine.design(text, description, language, sampling)
         )
-        result: Audio = await self._await(future)
+        result: Audio = await self._await(job)
         return result
 
-    async def _await(self, future: Future[Any]) -> Any:
-        """Await a job; on timeout or caller cancellation the job is cancelled if not started."""
+    async def _await(self, job: _Job) -> Any:
+        """Await a job; on timeout or caller cancellation the job is dropped if not started."""
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=self._timeout)
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(job.future)), timeout=self._timeout
+            )
         except TimeoutError:
+            with self._cond:
+                job.timed_out = True
+                self.stats.jobs_timed_out += 1
+            job.future.cancel()
             raise JobTimeout(f"the job did not finish within {self._timeout:g} s") from None
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
 
     def _submit(
         self,
@@ -206,7 +220,7 @@ class Scheduler:
         items: Sequence[Any] = (),
         sampling: Sampling | None = None,
         run_alone: Callable[[Engine], Any] | None = None,
-    ) -> Future[Any]:
+    ) -> _Job:
         future: Future[Any] = Future()
         job = _Job(op, tuple(items), sampling, run_alone, future, time.monotonic() + self._timeout)
         with self._cond:
@@ -217,13 +231,15 @@ class Scheduler:
             self._waiting.append(job)
             self._cond.notify()
         future.add_done_callback(lambda done: self._forget(job) if done.cancelled() else None)
-        return future
+        return job
 
     def _forget(self, job: _Job) -> None:
         """A cancelled job leaves the queue at once, so it stops counting towards queue_max."""
         with self._cond:
             if job in self._waiting:
                 self._waiting.remove(job)
+                if not job.timed_out:
+                    self.stats.jobs_cancelled += 1
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely drained: batches waiting x recent batch time."""
@@ -277,10 +293,13 @@ class Scheduler:
     def _claim(self, job: _Job) -> bool:
         """Mark a job running unless its caller cancelled it or its deadline passed."""
         if not job.future.set_running_or_notify_cancel():
-            self.stats.jobs_cancelled += 1
+            with self._cond:
+                if not job.timed_out:
+                    self.stats.jobs_cancelled += 1
             return False
         if time.monotonic() > job.deadline:
-            self.stats.jobs_timed_out += 1
+            with self._cond:
+                self.stats.jobs_timed_out += 1
             job.future.set_exception(JobTimeout("the job waited past its deadline"))
             return False
         return True
@@ -306,11 +325,11 @@ class Scheduler:
         except Exception as exc:
             self._fail(jobs, exc)
             return
+        self.stats.jobs_run += len(jobs)  # counted before callers wake up and look
         offset = 0
         for job in jobs:
             job.future.set_result(results[offset : offset + job.size])
             offset += job.size
-        self.stats.jobs_run += len(jobs)
 
     def _run_alone(self, job: _Job) -> None:
         assert job.run_alone is not None
@@ -320,8 +339,8 @@ class Scheduler:
         except Exception as exc:
             self._fail([job], exc)
             return
-        job.future.set_result(result)
         self.stats.jobs_run += 1
+        job.future.set_result(result)
 
     def _call(self, op: str, n_items: int, call: Callable[[], Any]) -> Any:
         started = time.monotonic()
