@@ -239,6 +239,7 @@ def make_tiny(
 @models_app.command("list")
 def models_list() -> None:
     """Show which configured models are present in MODELS_DIR."""
+    from qwen3_tts_server.engine.qwen import _is_complete
     from qwen3_tts_server.wiring import model_dirs
 
     settings = _settings()
@@ -247,7 +248,8 @@ def models_list() -> None:
             name: {
                 "repo": repo,
                 "path": str(path),
-                "present": path.is_dir() and any(path.iterdir()),
+                # The server's rule (configs and weights), so an interrupted download is absent.
+                "present": _is_complete(path),
             }
             for name, (repo, path) in model_dirs(settings).items()
         }
