@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from qwen3_tts_server import __version__
 from qwen3_tts_server.api import admin, auth, health, synthesis, usage, voices
@@ -121,6 +124,14 @@ def _typed_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _validation_error(_request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 body, but ASCII-escaped: the echoed input may hold characters (unpaired
+    surrogates) that cannot be encoded as UTF-8, and that must not turn a 422 into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Starlette answers unhandled errors outside every middleware: add the request id here.
@@ -167,6 +178,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         BodySizeLimit, max_bytes=context.settings.max_upload_bytes + MULTIPART_OVERHEAD
     )
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for kind, _status in _ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -42,6 +42,13 @@ def _print_json(value: Any) -> None:
 
 # -- serve -----------------------------------------------------------------------------------------
 def _run(settings: Settings) -> None:
+    if settings.workers > 1:
+        _fail(
+            "WORKERS > 1 would load one copy of the models per worker process. Run one server "
+            "process per GPU (WORKERS=1): requests are batched on the GPU inside it. To scale "
+            "out, run more replicas against one PostgreSQL DATABASE_URL and a shared MEDIA_DIR.",
+            code=2,
+        )
     import uvicorn
 
     from qwen3_tts_server.app import create_app
@@ -50,13 +57,6 @@ def _run(settings: Settings) -> None:
     from qwen3_tts_server.wiring import engine_loader
 
     configure_logging(settings.log_level, settings.log_json)
-    if settings.workers > 1:
-        _fail(
-            "WORKERS > 1 would load one copy of the models per worker process. Run one server "
-            "process per GPU (WORKERS=1): requests are batched on the GPU inside it. To scale "
-            "out, run more replicas against one PostgreSQL DATABASE_URL and a shared MEDIA_DIR.",
-            code=2,
-        )
     try:
         loader = engine_loader(settings)
     except ModelsMissing as missing:

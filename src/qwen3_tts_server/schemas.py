@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+#: Database ids are signed 64-bit: a larger number can name no row, and SQLite would refuse it
+#: with an overflow error instead of a clean "not found".
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+#: Control characters (but tab and newlines) and unpaired UTF-16 surrogates: JSON can carry
+#: them, but no tokenizer or database column can, so they are refused at the door.
+_UNUSABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _usable_text(value: str) -> str:
+    bad = _UNUSABLE.search(value)
+    if bad:
+        raise ValueError(
+            f"contains the unusable character U+{ord(bad.group()):04X} at position "
+            f"{bad.start()}; send plain UTF-8 text without control characters"
+        )
+    return value
+
+
+#: Any text a client sends: validated like this everywhere (JSON bodies and form fields).
+Text = Annotated[str, AfterValidator(_usable_text)]
 
 
 class Detail(BaseModel):
@@ -28,9 +54,9 @@ class ReadyStatus(BaseModel):
 class CreateUserRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=128, examples=["alice"])
+    name: Text | None = Field(None, max_length=128, examples=["alice"])
     token_quota: int | None = Field(
-        None, ge=0, description="Lifetime token allowance; null means unlimited."
+        None, ge=0, le=MAX_ID, description="Lifetime token allowance; null means unlimited."
     )
 
 
@@ -84,11 +110,11 @@ class UsageOut(BaseModel):
 
 # -- voices --------------------------------------------------------------------------------------
 class DesignVoiceRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=128, examples=["warm_narrator"])
-    description: str = Field(
+    name: Text = Field(min_length=1, max_length=128, examples=["warm_narrator"])
+    description: Text = Field(
         min_length=1, max_length=2000, examples=["Warm, calm narrator voice. Slightly husky."]
     )
-    language: str | None = Field("auto", examples=["English"])
+    language: Text | None = Field("auto", examples=["English"])
 
 
 class VoiceCreatedOut(BaseModel):
@@ -117,17 +143,17 @@ MAX_SEED = 2**31 - 1
 class TTSRequest(BaseModel):
     """Shared by /tts (one string) and /batchtts (a list, as `text` or the README's `texts`)."""
 
-    text: str | list[str] | None = Field(
+    text: Text | list[Text] | None = Field(
         None, min_length=1, examples=["Hello from the TTS server."]
     )
-    texts: list[str] | None = Field(
+    texts: list[Text] | None = Field(
         None, min_length=1, description="Alias of a list `text` (/batchtts, README form)."
     )
-    voice_id: int
+    voice_id: RowId
     store: bool = False
-    language: str = Field("auto", examples=["English"])
+    language: Text = Field("auto", examples=["English"])
     temperature: float = Field(1.0, gt=0.0, le=2.0)
-    format: str = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
+    format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
 
     @model_validator(mode="after")

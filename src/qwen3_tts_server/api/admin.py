@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from qwen3_tts_server.api.deps import AdminOnly, Context
+from qwen3_tts_server.api.deps import AdminOnly, Context, PathId
 from qwen3_tts_server.api.responses import ADMIN_ERRORS, NOT_FOUND
 from qwen3_tts_server.schemas import (
     CreateUserRequest,
@@ -51,7 +51,7 @@ def get_users(context: Context) -> list[UserInfo]:
 @router.post(
     "/users/{user_id}/disable", response_model=Status, responses=NOT_FOUND, summary="Disable a user"
 )
-def disable_user(user_id: int, context: Context) -> Status:
+def disable_user(user_id: PathId, context: Context) -> Status:
     """Every key of a disabled user answers 403 until the user is enabled again."""
     context.accounts.set_active(user_id, False)
     return Status(status="disabled")
@@ -60,7 +60,7 @@ def disable_user(user_id: int, context: Context) -> Status:
 @router.post(
     "/users/{user_id}/enable", response_model=Status, responses=NOT_FOUND, summary="Enable a user"
 )
-def enable_user(user_id: int, context: Context) -> Status:
+def enable_user(user_id: PathId, context: Context) -> Status:
     """Undo a disable: the user's unrevoked keys work again."""
     context.accounts.set_active(user_id, True)
     return Status(status="enabled")
@@ -72,7 +72,7 @@ def enable_user(user_id: int, context: Context) -> Status:
     responses=NOT_FOUND,
     summary="List a user's API keys",
 )
-def get_keys(user_id: int, context: Context) -> list[KeyInfoOut]:
+def get_keys(user_id: PathId, context: Context) -> list[KeyInfoOut]:
     """Prefixes and timestamps only: the keys themselves are never stored."""
     return [KeyInfoOut(**vars(key)) for key in context.accounts.list_keys(user_id)]
 
@@ -83,7 +83,7 @@ def get_keys(user_id: int, context: Context) -> list[KeyInfoOut]:
     responses=NOT_FOUND,
     summary="Revoke an API key",
 )
-def revoke_key(user_id: int, key_id: int, context: Context) -> Status:
+def revoke_key(user_id: PathId, key_id: PathId, context: Context) -> Status:
     """The key answers 403 from now on; revoking twice is harmless."""
     context.accounts.revoke_key(user_id, key_id)
     return Status(status="revoked")
@@ -96,7 +96,7 @@ def revoke_key(user_id: int, key_id: int, context: Context) -> Status:
     summary="Create an invite code",
 )
 def create_invite(
-    user_id: int,
+    user_id: PathId,
     context: Context,
     expires_hours: Annotated[int, Query(ge=INVITE_HOURS_MIN, le=INVITE_HOURS_MAX)] = 24,
 ) -> InviteCreated:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyHeader
 
 from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.errors import Forbidden, Unauthorized
+from qwen3_tts_server.schemas import MAX_ID
 from qwen3_tts_server.security import same_secret
 from qwen3_tts_server.services.accounts import Caller
 
@@ -23,6 +24,10 @@ _authorization = APIKeyHeader(
     auto_error=False,
     description="`Bearer <token>`: an API key for user routes, ADMIN_TOKEN for /admin routes.",
 )
+
+
+#: A row id in a path: out-of-range numbers are a 422, not a database overflow.
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def get_context(request: Request) -> AppContext:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from qwen3_tts_server.api.deps import Context, CurrentUser
+from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
 from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
@@ -88,7 +88,7 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
     responses={200: _AUDIO, **error_responses(404)},
     summary="Download a stored generation",
 )
-def get_stored(generation_id: int, caller: CurrentUser, context: Context) -> Response:
+def get_stored(generation_id: PathId, caller: CurrentUser, context: Context) -> Response:
     """Audio of a /tts or /batchtts item made with `store: true`, in its original format."""
     stored = context.synthesis.stored(caller.user_id, generation_id)
     filename = f"{stored.generation_id}.{stored.extension}"

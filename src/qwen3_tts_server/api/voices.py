@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from qwen3_tts_server.api.deps import Context, CurrentUser
+from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
 from qwen3_tts_server.api.uploads import read_upload
 from qwen3_tts_server.audio.encode import FORMATS
@@ -15,6 +15,7 @@ from qwen3_tts_server.db.models import Voice
 from qwen3_tts_server.schemas import (
     DesignVoiceRequest,
     Status,
+    Text,
     VoiceCreatedOut,
     VoiceDetailOut,
     VoiceOut,
@@ -46,10 +47,10 @@ def _summary(voice: Voice) -> VoiceOut:
 async def clone_voice(
     caller: CurrentUser,
     context: Context,
-    name: Annotated[str, Form(max_length=128)],
-    transcript: Annotated[str, Form(description="Exactly what the reference audio says.")],
+    name: Annotated[Text, Form(max_length=128)],
+    transcript: Annotated[Text, Form(description="Exactly what the reference audio says.")],
     file: Annotated[UploadFile, File(description="WAV, MP3, OGG (Vorbis/Opus) or FLAC")],
-    language: Annotated[str, Form()] = "auto",
+    language: Annotated[Text, Form()] = "auto",
 ) -> VoiceCreatedOut:
     """The format is read from the audio itself, not the file name. Costs len(transcript)."""
     upload = await read_upload(file, context.settings.max_upload_bytes)
@@ -90,7 +91,7 @@ def list_voices(caller: CurrentUser, context: Context) -> list[VoiceOut]:
     responses=error_responses(404),
     summary="Voice detail",
 )
-def get_voice(voice_id: int, caller: CurrentUser, context: Context) -> VoiceDetailOut:
+def get_voice(voice_id: PathId, caller: CurrentUser, context: Context) -> VoiceDetailOut:
     """The list entry plus the reference transcript, the design description and the kind."""
     voice = context.voices.get(caller.user_id, voice_id)
     return VoiceDetailOut(
@@ -110,7 +111,7 @@ def get_voice(voice_id: int, caller: CurrentUser, context: Context) -> VoiceDeta
     },
     summary="Download the reference audio",
 )
-def get_sample(voice_id: int, caller: CurrentUser, context: Context) -> Response:
+def get_sample(voice_id: PathId, caller: CurrentUser, context: Context) -> Response:
     """The reference exactly as uploaded, with its real content type. The transcript is in
     `X-Transcript`, percent-encoded UTF-8 (decode with `urllib.parse.unquote`)."""
     sample = context.voices.sample(caller.user_id, voice_id)
@@ -125,7 +126,7 @@ def get_sample(voice_id: int, caller: CurrentUser, context: Context) -> Response
     )
 
 
-def _delete(voice_id: int, caller: CurrentUser, context: Context) -> Status:
+def _delete(voice_id: PathId, caller: CurrentUser, context: Context) -> Status:
     context.voices.delete(caller.user_id, voice_id)
     return Status(status="deleted")
 
