@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from qwen3_tts_server import __version__
-from qwen3_tts_server.api import admin, auth, health, synthesis, usage, voices
+from qwen3_tts_server.api import admin, auth, health, openai, synthesis, usage, voices
 from qwen3_tts_server.api.limits import BodySizeLimit
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
 from qwen3_tts_server.audio.errors import AudioError, UploadTooLarge
@@ -189,6 +189,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         auth.router,
         voices.router,
         synthesis.router,
+        openai.router,
         usage.router,
     ):
         app.include_router(router)

@@ -169,3 +169,20 @@ class TTSRequest(BaseModel):
         value = self.text if self.text is not None else self.texts
         assert value is not None
         return value
+
+
+# -- OpenAI-compatible ---------------------------------------------------------------------------
+class OpenAISpeechRequest(BaseModel):
+    """The body of OpenAI's POST /v1/audio/speech, so its SDKs and tools work unchanged."""
+
+    model: Text = Field("qwen3-tts", description="Accepted for compatibility; any value.")
+    input: Text = Field(min_length=1, examples=["Hello from an OpenAI client."])
+    voice: Text = Field(
+        min_length=1, description="Your voice's id (`12`, `voice:12`) or name.", examples=["Geoff"]
+    )
+    response_format: Text = Field("mp3", description="mp3 | opus | wav | flac | pcm | ogg")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Only 1.0 is supported.")
+    instructions: Text | None = Field(
+        None, description="Accepted for compatibility; cloned voices ignore it."
+    )
+    language: Text = Field("auto", description="Extension: as in /tts.")

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import TTSRequest
-from qwen3_tts_server.services.synthesis import SpeechRequest
+from qwen3_tts_server.services.synthesis import Speech, SpeechRequest
 
 router = APIRouter(tags=["synthesis"], responses=USER_ERRORS)
 
@@ -38,6 +39,11 @@ async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Respon
     if isinstance(text, list):
         raise BadRequest("Single TTS endpoint expects a single text string, not a list")
     speech = await context.synthesis.tts(caller.user_id, text, _speech_request(body))
+    return speech_response(context, speech)
+
+
+def speech_response(context: AppContext, speech: Speech) -> Response:
+    """The audio and its metadata headers (shared by /tts and /v1/audio/speech)."""
     context.metrics.record_tokens("tts", speech.tokens_used)
     context.metrics.record_audio_seconds(speech.duration_s)
     return Response(

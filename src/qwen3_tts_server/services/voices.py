@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -207,6 +207,27 @@ class VoiceService:
         if voice is None or voice.user_id != user_id or voice.deleted_at is not None:
             raise NotFound("Voice not found")
         return voice
+
+    def resolve(self, user_id: int, reference: str) -> int:
+        """A voice named by id ("12", "voice:12") or by name (newest live voice of that name,
+        case-insensitive), as OpenAI-style clients name voices by a string."""
+        wanted = reference.strip().removeprefix("voice:")
+        with self._sessions() as session:
+            if wanted.isdigit() and len(wanted) <= 18:
+                return self.owned(session, user_id, int(wanted)).id
+            voice_id = session.scalar(
+                select(Voice.id)
+                .where(
+                    Voice.user_id == user_id,
+                    Voice.deleted_at.is_(None),
+                    func.lower(Voice.name) == wanted.lower(),
+                )
+                .order_by(Voice.created_at.desc(), Voice.id.desc())
+                .limit(1)
+            )
+        if voice_id is None:
+            raise NotFound(f"Voice not found: no voice of yours has the id or name {reference!r}")
+        return voice_id
 
     def get(self, user_id: int, voice_id: int) -> Voice:
         with self._sessions() as session:
