@@ -239,7 +239,7 @@ def make_tiny(
 @models_app.command("list")
 def models_list() -> None:
     """Show which configured models are present in MODELS_DIR."""
-    from qwen3_tts_server.engine.qwen import _is_complete
+    from qwen3_tts_server.engine.qwen import is_complete_model_dir
     from qwen3_tts_server.wiring import model_dirs
 
     settings = _settings()
@@ -249,7 +249,7 @@ def models_list() -> None:
                 "repo": repo,
                 "path": str(path),
                 # The server's rule (configs and weights), so an interrupted download is absent.
-                "present": _is_complete(path),
+                "present": is_complete_model_dir(path),
             }
             for name, (repo, path) in model_dirs(settings).items()
         }

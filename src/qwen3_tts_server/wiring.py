@@ -12,7 +12,12 @@ from pathlib import Path
 from qwen3_tts_server.app import EngineLoader
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.engine.qwen import ModelPaths, QwenEngine, resolve_model_paths
+from qwen3_tts_server.engine.qwen import (
+    ModelPaths,
+    QwenEngine,
+    local_model_dir,
+    resolve_model_paths,
+)
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
 TINY_MODELS_SUBDIR = "tiny-models"
@@ -29,7 +34,7 @@ def _repos(settings: Settings) -> dict[str, str]:
 def model_dirs(settings: Settings) -> dict[str, tuple[str, Path]]:
     """Each configured model's repo id and the directory it is expected in."""
     return {
-        role: (repo, settings.models_dir / repo.rstrip("/").rsplit("/", 1)[-1])
+        role: (repo, local_model_dir(settings.models_dir, repo.strip()))
         for role, repo in _repos(settings).items()
         if repo.strip()
     }

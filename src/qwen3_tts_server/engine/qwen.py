@@ -59,7 +59,9 @@ class ModelPaths:
     custom_voice: Path | None = None
 
 
-def _is_complete(path: Path) -> bool:
+def is_complete_model_dir(path: Path) -> bool:
+    """Configs and weights of both the model and its speech tokenizer: an interrupted download
+    is never taken for a model."""
     speech = path / "speech_tokenizer"
     return (
         (path / "config.json").is_file()
@@ -69,10 +71,10 @@ def _is_complete(path: Path) -> bool:
     )
 
 
-def _local_dir(models_dir: Path, repo: str) -> Path:
+def local_model_dir(models_dir: Path, repo: str) -> Path:
     """Where a repo lives: itself when it names a local model directory, else models_dir/<name>."""
     as_path = Path(repo).expanduser()
-    if as_path.is_dir() and _is_complete(as_path):
+    if as_path.is_dir() and is_complete_model_dir(as_path):
         return as_path
     return models_dir / repo.rstrip("/").rsplit("/", 1)[-1]
 
@@ -103,17 +105,18 @@ def resolve_model_paths(
     for role, repo in wanted.items():
         if not repo or not repo.strip():
             continue
-        path = _local_dir(root, repo.strip())
-        if not _is_complete(path):
+        path = local_model_dir(root, repo.strip())
+        if not is_complete_model_dir(path):
             if not allow_download:
                 problems.append(f"{repo} is not in {path} (downloads are disabled)")
                 continue
             try:
                 _download(repo.strip(), path, hf_token)
             except Exception as exc:  # network, auth, disk: all end in the same advice
-                problems.append(f"{repo} could not be downloaded to {path}: {exc}")
+                reason = str(exc).strip().rstrip(".")
+                problems.append(f"{repo} could not be downloaded to {path}: {reason}")
                 continue
-            if not _is_complete(path):
+            if not is_complete_model_dir(path):
                 problems.append(f"{repo} was downloaded to {path} but is incomplete")
                 continue
         found[role] = path
@@ -260,7 +263,7 @@ class QwenEngine:
         def load_one(path: str | Path | None) -> Any:
             if path is None:
                 return None
-            if not _is_complete(Path(path)):
+            if not is_complete_model_dir(Path(path)):
                 raise ModelsMissing(
                     f"{path} is not a complete model directory. To fix: {_FIX_HINT}"
                 )
