@@ -3,6 +3,8 @@
 Long texts are split into sentences and sent as one multi-item job, so the scheduler can batch
 them with each other and with other requests, then joined with a short pause. Nothing is kept
 for `store=false` but the usage row; a failed call is recorded with its error and costs nothing.
+Streamed /tts (services/streaming.py) uses the same checks, join and records: its row is made
+before the audio and settled when the stream ends.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from qwen3_tts_server.services.voices import VoiceService
 
 #: Silence between the sentences of one long text, so joined chunks do not run together.
 SENTENCE_PAUSE_S = 0.12
+#: Status of a streamed generation's row while its audio is still being sent.
+STREAMING = "streaming"
 
 
 @dataclass(frozen=True)
@@ -85,19 +89,56 @@ def _format(name: str) -> str:
     return fmt
 
 
-def _join(parts: Sequence[Audio]) -> Audio:
+def _error_text(error: BaseException | str) -> str:
+    """What a failed generation's row keeps of its error (bounded: messages can be long)."""
+    return str(error)[:1000]
+
+
+def _row(
+    user_id: int,
+    request: SpeechRequest,
+    language: str,
+    chars: int,
+    *,
+    batch_id: int | None = None,
+    status: str = "ok",
+    error: str | None = None,
+) -> Generation:
+    """A generation row with what is known before synthesis; nothing charged yet."""
+    return Generation(
+        user_id=user_id,
+        voice_id=request.voice_id,
+        batch_id=batch_id,
+        format=request.format,
+        language=language,
+        temperature=request.sampling.temperature,
+        chars=chars,
+        tokens_used=0,
+        store=request.store,
+        status=status,
+        error=error,
+    )
+
+
+def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
+    """The sentences of one text as one audio, with a short pause between each two.
+
+    `continues`: these sentences follow earlier ones of the same text (a stream sends a text in
+    pieces), so the pause also comes first; the pieces, concatenated, are then exactly the
+    audio that joining every sentence at once makes.
+    """
     rate = parts[0].sample_rate
     pause = np.zeros(int(rate * SENTENCE_PAUSE_S), dtype=np.float32)
     pieces: list[np.ndarray] = []
     for index, part in enumerate(parts):
-        if index:
+        if index or continues:
             pieces.append(pause)
         pieces.append(part.samples.astype(np.float32, copy=False))
     return Audio(np.concatenate(pieces), rate)
 
 
 def _encode_all(chunked: Sequence[Sequence[Audio]], fmt: str) -> list[tuple[Audio, bytes]]:
-    joined = [_join(parts) for parts in chunked]
+    joined = [join_sentences(parts) for parts in chunked]
     return [(audio, encode(audio, fmt)) for audio in joined]
 
 
@@ -121,6 +162,17 @@ class SynthesisService:
         if len(stripped) > self._settings.max_text_len:
             raise BadRequest(too_long.format(limit=self._settings.max_text_len))
         return stripped
+
+    def check_single(self, text: str, request: SpeechRequest) -> tuple[str, SpeechRequest, str]:
+        """/tts's checks that need no database, in its order (text, format, language).
+
+        Returns the stripped text, the request with its format normalised, and the language.
+        """
+        if not text.strip():
+            raise BadRequest("Text must not be empty")
+        text = self._check_text(text, "Text too long (max {limit})")
+        request = replace(request, format=_format(request.format))
+        return text, request, normalize_language(request.language)
 
     def _voice(self, session: Session, user_id: int, voice_id: int) -> Voice:
         return VoiceService.owned(session, user_id, voice_id)
@@ -146,7 +198,6 @@ class SynthesisService:
     def _record_failure(
         self,
         user_id: int,
-        voice_id: int,
         request: SpeechRequest,
         language: str,
         chars: int,
@@ -159,7 +210,7 @@ class SynthesisService:
             if batch_size is not None:
                 batch = Batch(
                     user_id=user_id,
-                    voice_id=voice_id,
+                    voice_id=request.voice_id,
                     format=request.format,
                     language=language,
                     store=request.store,
@@ -168,28 +219,24 @@ class SynthesisService:
                     tokens_used=0,
                     discount_used=0.0,
                     status="error",
-                    error=str(error)[:1000],
+                    error=_error_text(error),
                 )
                 session.add(batch)
                 session.flush()
                 batch_id = batch.id
             session.add(
-                Generation(
-                    user_id=user_id,
-                    voice_id=voice_id,
+                _row(
+                    user_id,
+                    request,
+                    language,
+                    chars,
                     batch_id=batch_id,
-                    format=request.format,
-                    language=language,
-                    temperature=request.sampling.temperature,
-                    chars=chars,
-                    tokens_used=0,
-                    store=request.store,
                     status="error",
-                    error=str(error)[:1000],
+                    error=_error_text(error),
                 )
             )
 
-    def _prepare(self, user_id: int, request: SpeechRequest, tokens: int) -> bytes:
+    def prepare(self, user_id: int, request: SpeechRequest, tokens: int) -> bytes:
         """Checks that need the database: voice ownership and quota. Returns the voice prompt."""
         with self._sessions() as session:
             voice = self._voice(session, user_id, request.voice_id)
@@ -198,32 +245,20 @@ class SynthesisService:
 
     # -- /tts ----------------------------------------------------------------------------------
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
-        if not text.strip():
-            raise BadRequest("Text must not be empty")
-        text = self._check_text(text, "Text too long (max {limit})")
-        fmt = _format(request.format)
-        language = normalize_language(request.language)
-        request = replace(request, format=fmt)
-        prompt = await run_in_threadpool(self._prepare, user_id, request, len(text))
+        text, request, language = self.check_single(text, request)
+        prompt = await run_in_threadpool(self.prepare, user_id, request, len(text))
         try:
             [parts], latency_ms = await self._speak([text], prompt, request, language)
         except EngineError as error:
             await run_in_threadpool(
-                self._record_failure,
-                user_id,
-                request.voice_id,
-                request,
-                language,
-                len(text),
-                error,
-                None,
+                self._record_failure, user_id, request, language, len(text), error, None
             )
             raise
-        [(audio, data)] = await run_in_threadpool(_encode_all, [parts], fmt)
+        [(audio, data)] = await run_in_threadpool(_encode_all, [parts], request.format)
         generation_id = await run_in_threadpool(
             self._record_tts, user_id, request, language, text, audio, data, latency_ms
         )
-        spec = FORMATS[fmt]
+        spec = FORMATS[request.format]
         return Speech(
             generation_id=generation_id,
             tokens_used=len(text),
@@ -246,14 +281,68 @@ class SynthesisService:
         latency_ms: int,
     ) -> int:
         with transaction(self._sessions) as session:
-            generation = self._generation(
-                session, user_id, request, language, text, audio, data, len(text), latency_ms
-            )
-            self._voice(session, user_id, request.voice_id).use_count += 1
-            billing.observe_single(session, self._policy, latency_ms, len(text))
+            generation = _row(user_id, request, language, len(text))
+            self._settle_single(session, generation, request, text, audio, data, latency_ms)
+        self._keep(generation, data)
+        return generation.id
+
+    # -- streamed /tts: a row made before the audio, settled when the stream ends --------------
+    def open_generation(
+        self, user_id: int, request: SpeechRequest, language: str, chars: int
+    ) -> int:
+        """A row for a streamed text, made first so the response headers can name it.
+
+        Its status is "streaming" (never counted or charged) until `finish_generation` or
+        `abandon_generation` settles it.
+        """
+        with transaction(self._sessions) as session:
+            generation = _row(user_id, request, language, chars, status=STREAMING)
+            session.add(generation)
+            session.flush()
+            return generation.id
+
+    def finish_generation(
+        self,
+        generation_id: int,
+        request: SpeechRequest,
+        text: str,
+        audio: Audio,
+        data: bytes,
+        latency_ms: int,
+    ) -> None:
+        """The stream delivered all its audio: settle its row exactly as /tts records a call."""
+        with transaction(self._sessions) as session:
+            generation = session.get_one(Generation, generation_id)
+            self._settle_single(session, generation, request, text, audio, data, latency_ms)
+        self._keep(generation, data)
+
+    def abandon_generation(self, generation_id: int, status: str, error: str) -> None:
+        """The stream ended early (`status` "error" or "cancelled"): kept, with no charge."""
+        with transaction(self._sessions) as session:
+            generation = session.get_one(Generation, generation_id)
+            generation.status = status
+            generation.error = _error_text(error)
+
+    def _settle_single(
+        self,
+        session: Session,
+        generation: Generation,
+        request: SpeechRequest,
+        text: str,
+        audio: Audio,
+        data: bytes,
+        latency_ms: int,
+    ) -> None:
+        """A single text succeeded: charge it, count a use of its voice, and fold its latency
+        into the single-request baseline the batch discount is calibrated against."""
+        self._fill(session, generation, text, audio, data, len(text), latency_ms)
+        self._voice(session, generation.user_id, request.voice_id).use_count += 1
+        billing.observe_single(session, self._policy, latency_ms, len(text))
+
+    def _keep(self, generation: Generation, data: bytes) -> None:
+        """After the commit: make sure a stored generation's file exists (see MediaLibrary)."""
         if generation.audio_sha256:
             self._media.restore(data, generation.audio_sha256)
-        return generation.id
 
     def _generation(
         self,
@@ -268,28 +357,32 @@ class SynthesisService:
         latency_ms: int,
         batch_id: int | None = None,
     ) -> Generation:
-        generation = Generation(
-            user_id=user_id,
-            voice_id=request.voice_id,
-            batch_id=batch_id,
-            format=request.format,
-            language=language,
-            temperature=request.sampling.temperature,
-            chars=len(text),
-            tokens_used=tokens,
-            latency_ms=latency_ms,
-            audio_seconds=audio.duration_s,
-            store=request.store,
-            status="ok",
-        )
-        if request.store:
+        generation = _row(user_id, request, language, len(text), batch_id=batch_id)
+        self._fill(session, generation, text, audio, data, tokens, latency_ms)
+        return generation
+
+    def _fill(
+        self,
+        session: Session,
+        generation: Generation,
+        text: str,
+        audio: Audio,
+        data: bytes,
+        tokens: int,
+        latency_ms: int,
+    ) -> None:
+        """Mark a generation done with what it cost and made; keep text and audio if stored."""
+        generation.tokens_used = tokens
+        generation.latency_ms = latency_ms
+        generation.audio_seconds = audio.duration_s
+        generation.status = "ok"
+        if generation.store:
             generation.input_text = text
             generation.audio_sha256 = self._media.add(
-                session, data, FORMATS[request.format].media_type, audio.duration_s
+                session, data, FORMATS[generation.format].media_type, audio.duration_s
             )
         session.add(generation)
         session.flush()
-        return generation
 
     # -- /batchtts -----------------------------------------------------------------------------
     async def batch(
@@ -310,20 +403,13 @@ class SynthesisService:
         with self._sessions() as session:
             discount = billing.current_discount(session, self._policy)
         prompt = await run_in_threadpool(
-            self._prepare, user_id, request, billing.batch_tokens(chars, discount)
+            self.prepare, user_id, request, billing.batch_tokens(chars, discount)
         )
         try:
             chunked, latency_ms = await self._speak(cleaned, prompt, request, language)
         except EngineError as error:
             await run_in_threadpool(
-                self._record_failure,
-                user_id,
-                request.voice_id,
-                request,
-                language,
-                chars,
-                error,
-                len(cleaned),
+                self._record_failure, user_id, request, language, chars, error, len(cleaned)
             )
             raise
         encoded = await run_in_threadpool(_encode_all, chunked, fmt)
