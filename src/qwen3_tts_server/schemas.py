@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -155,6 +155,11 @@ class TTSRequest(BaseModel):
     temperature: float = Field(1.0, gt=0.0, le=2.0)
     format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
+    stream: bool = Field(
+        False,
+        description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
+        "The response then has no X-Latency-Ms.",
+    )
 
     @model_validator(mode="after")
     def _one_text_field(self) -> TTSRequest:
@@ -186,3 +191,8 @@ class OpenAISpeechRequest(BaseModel):
         None, description="Accepted for compatibility; cloned voices ignore it."
     )
     language: Text = Field("auto", description="Extension: as in /tts.")
+    stream_format: Literal["audio", "sse"] | None = Field(
+        None,
+        description="`audio`: stream the audio as it is made, like /tts with `stream` "
+        "(`pcm` or `wav`). `sse` is not supported.",
+    )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 
 from qwen3_tts_server.api.deps import Context, CurrentUser
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
-from qwen3_tts_server.api.synthesis import speech_response
+from qwen3_tts_server.api.synthesis import synthesize
 from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import OpenAISpeechRequest
@@ -30,9 +30,12 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=USER_ERRORS)
 )
 async def speech(body: OpenAISpeechRequest, caller: CurrentUser, context: Context) -> Response:
     """OpenAI's request shape (`input`, `voice`, `response_format`, default mp3); the same
-    response headers as /tts. `speed` other than 1.0 is refused rather than silently ignored."""
+    response headers as /tts. `speed` other than 1.0 is refused rather than silently ignored.
+    `stream_format: "audio"` streams like /tts's `stream: true` (`pcm` or `wav`)."""
     if body.speed != 1.0:
         raise BadRequest("speed other than 1.0 is not supported; resample the audio client-side")
+    if body.stream_format == "sse":
+        raise BadRequest('stream_format "sse" is not supported; use "audio" or leave it out')
     voice_id = context.voices.resolve(caller.user_id, body.voice)
     request = SpeechRequest(
         voice_id=voice_id,
@@ -41,6 +44,6 @@ async def speech(body: OpenAISpeechRequest, caller: CurrentUser, context: Contex
         store=False,
         sampling=Sampling(),
     )
-    return speech_response(
-        context, await context.synthesis.tts(caller.user_id, body.input, request)
+    return await synthesize(
+        context, caller.user_id, body.input, request, body.stream_format == "audio"
     )

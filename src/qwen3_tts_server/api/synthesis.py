@@ -1,8 +1,12 @@
-"""Synthesis routes: /tts (one audio file), /batchtts (a ZIP), /getstored (kept audio)."""
+"""Synthesis routes: /tts (one audio file, or a stream), /batchtts (a ZIP), /getstored."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
@@ -10,7 +14,10 @@ from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import TTSRequest
-from qwen3_tts_server.services.synthesis import Speech, SpeechRequest
+from qwen3_tts_server.services.streaming import SpeechStream, StreamingService
+from qwen3_tts_server.services.synthesis import SpeechRequest
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["synthesis"], responses=USER_ERRORS)
 
@@ -34,29 +41,84 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
 async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """One text → one audio file. Headers: X-Generation-Id, X-Tokens-Used (= characters of the
     stripped text), X-Latency-Ms (model time), X-Sample-Rate. Long texts are split into
-    sentences, synthesised together and joined."""
+    sentences, synthesised together and joined.
+
+    With `stream: true` (formats `pcm` and `wav`) the audio is sent with chunked transfer
+    encoding as it is made, starting once the first sentences are synthesised; X-Latency-Ms is
+    then unknown and replaced by X-First-Audio-Ms. A stream the client leaves early is
+    recorded as cancelled and costs nothing."""
     text = body.payload
     if isinstance(text, list):
         raise BadRequest("Single TTS endpoint expects a single text string, not a list")
-    speech = await context.synthesis.tts(caller.user_id, text, _speech_request(body))
-    return speech_response(context, speech)
+    return await synthesize(context, caller.user_id, text, _speech_request(body), body.stream)
 
 
-def speech_response(context: AppContext, speech: Speech) -> Response:
-    """The audio and its metadata headers (shared by /tts and /v1/audio/speech)."""
-    context.metrics.record_tokens("tts", speech.tokens_used)
-    context.metrics.record_audio_seconds(speech.duration_s)
+async def synthesize(
+    context: AppContext, user_id: int, text: str, request: SpeechRequest, stream: bool
+) -> Response:
+    """One text as a whole file or as a stream (shared by /tts and /v1/audio/speech)."""
+    if stream:
+        streaming = StreamingService(context.settings, context.runtime, context.synthesis)
+        return _StreamedSpeech(context, await streaming.open(user_id, text, request))
+    speech = await context.synthesis.tts(user_id, text, request)
+    _count(context, speech.tokens_used, speech.duration_s)
     return Response(
         speech.data,
         media_type=speech.media_type,
         headers={
-            "Content-Disposition": f'attachment; filename="tts.{speech.extension}"',
-            "X-Generation-Id": str(speech.generation_id),
-            "X-Tokens-Used": str(speech.tokens_used),
+            **_headers(speech.extension, speech.generation_id, speech.tokens_used),
             "X-Latency-Ms": str(speech.latency_ms),
             "X-Sample-Rate": str(speech.sample_rate),
         },
     )
+
+
+def _headers(extension: str, generation_id: int, tokens_used: int) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'attachment; filename="tts.{extension}"',
+        "X-Generation-Id": str(generation_id),
+        "X-Tokens-Used": str(tokens_used),
+    }
+
+
+def _count(context: AppContext, tokens_used: int, audio_seconds: float) -> None:
+    context.metrics.record_tokens("tts", tokens_used)
+    context.metrics.record_audio_seconds(audio_seconds)
+
+
+class _StreamedSpeech(StreamingResponse):
+    """Sends a SpeechStream, then closes it however the response ended.
+
+    Starlette stops iterating a stream whose client went away without closing the iterator,
+    so closing here is what records the generation as cancelled and withdraws its queued jobs.
+    A failure mid-stream cannot become an error response (the headers are gone): the response
+    ends without its final chunk, so the server drops the connection and the client sees an
+    incomplete body, not a short file. Counted in the metrics only once complete (charged).
+    """
+
+    def __init__(self, context: AppContext, stream: SpeechStream) -> None:
+        super().__init__(
+            stream.chunks(),
+            media_type=stream.media_type,
+            headers={
+                **_headers(stream.extension, stream.generation_id, stream.tokens_used),
+                "X-First-Audio-Ms": str(stream.first_audio_ms),
+                "X-Sample-Rate": str(stream.sample_rate),
+            },
+        )
+        self._context = context
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as error:  # recorded by the stream, or by close() below
+            generation_id = self._stream.generation_id
+            log.warning("stream of generation %d ended early: %s", generation_id, error)
+        finally:
+            await self._stream.close()
+        if self._stream.audio_seconds is not None:
+            _count(self._context, self._stream.tokens_used, self._stream.audio_seconds)
 
 
 @router.post(
@@ -72,6 +134,8 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
     texts = body.payload
     if isinstance(texts, str):
         raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
+    if body.stream:
+        raise BadRequest("Batch TTS cannot stream (a ZIP is complete only at its end); use /tts")
     result = await context.synthesis.batch(caller.user_id, texts, _speech_request(body))
     context.metrics.record_tokens("batchtts", result.tokens_used)
     context.metrics.record_audio_seconds(result.audio_seconds)
