@@ -51,6 +51,8 @@ EXPOSED_HEADERS = [
     "X-Batch-Id",
     "X-Batch-Discount-Used",
     "X-Latency-Ms-Total",
+    "X-Sample-Rate",
+    "X-First-Audio-Ms",
     "X-Request-Id",
     "Retry-After",
 ]

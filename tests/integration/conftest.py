@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from postgres import local_cluster, new_database
 from support import ADMIN_TOKEN, AppFactory
 
 from qwen3_tts_server.app import EngineLoader, create_app
@@ -108,3 +109,18 @@ def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
         return LiveServer(create_app(settings, load_engine))
 
     return start
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL for this session (skips where PostgreSQL cannot run)."""
+    with local_cluster() as url:
+        if url is None:
+            pytest.skip("PostgreSQL is not installed here (Debian package `postgresql`)")
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database for one test."""
+    return new_database(postgres_server)

@@ -52,11 +52,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+#: Any constant shared by every replica: PostgreSQL serialises migrations on this lock.
+_MIGRATION_LOCK_ID = 0x51_77_E7_75
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply Alembic migrations on the given engine's database."""
+    """Apply Alembic migrations on the given engine's database.
+
+    Replicas starting together would race to create the same tables; on PostgreSQL an advisory
+    lock held for the transaction makes the others wait, then find nothing left to do. (SQLite
+    already serialises writers.)
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
