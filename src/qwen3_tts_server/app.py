@@ -37,6 +37,7 @@ from qwen3_tts_server.observability import Metrics, install_observability
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.storage.blobs import BlobStore
@@ -80,6 +81,7 @@ def build_context(settings: Settings, load_engine: EngineLoader, metrics: Metric
 
     runtime = ModelRuntime(load_engine, make_scheduler)
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
+    synthesis = SynthesisService(settings, sessions, media, runtime)
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
@@ -89,7 +91,8 @@ def build_context(settings: Settings, load_engine: EngineLoader, metrics: Metric
         runtime=runtime,
         media=media,
         voices=VoiceService(settings, sessions, media, runtime),
-        synthesis=SynthesisService(settings, sessions, media, runtime),
+        synthesis=synthesis,
+        streaming=StreamingService(settings, runtime, synthesis),
         metrics=metrics,
     )
 

@@ -16,6 +16,7 @@ from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.voices import VoiceService
 
@@ -31,4 +32,5 @@ class AppContext:
     media: MediaLibrary
     voices: VoiceService
     synthesis: SynthesisService
+    streaming: StreamingService
     metrics: Metrics

@@ -14,7 +14,7 @@ from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import TTSRequest
-from qwen3_tts_server.services.streaming import SpeechStream, StreamingService
+from qwen3_tts_server.services.streaming import SpeechStream
 from qwen3_tts_server.services.synthesis import SpeechRequest
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ async def synthesize(
 ) -> Response:
     """One text as a whole file or as a stream (shared by /tts and /v1/audio/speech)."""
     if stream:
-        streaming = StreamingService(context.settings, context.runtime, context.synthesis)
-        return _StreamedSpeech(context, await streaming.open(user_id, text, request))
+        return _StreamedSpeech(context, await context.streaming.open(user_id, text, request))
     speech = await context.synthesis.tts(user_id, text, request)
     _count(context, speech.tokens_used, speech.duration_s)
     return Response(
