@@ -14,7 +14,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from qwen3_tts_server import __version__
-from qwen3_tts_server.api import admin, auth, health, openai, synthesis, usage, voices
+from qwen3_tts_server.api import (
+    admin,
+    auth,
+    health,
+    openai,
+    playground,
+    synthesis,
+    usage,
+    voices,
+)
 from qwen3_tts_server.api.limits import BodySizeLimit
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
 from qwen3_tts_server.audio.errors import AudioError, UploadTooLarge
@@ -196,6 +205,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         synthesis.router,
         openai.router,
         usage.router,
+        playground.router,
     ):
         app.include_router(router)
     return app

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-PUBLIC = {"/health", "/ready", "/metrics", "/auth/exchange-invite", "/docs", "/openapi.json"}
+PUBLIC = {
+    "/health",
+    "/ready",
+    "/metrics",
+    "/auth/exchange-invite",
+    "/docs",
+    "/openapi.json",
+    "/playground",
+}
 
 
 def test_every_operation_is_documented_with_auth_and_errors(client: TestClient) -> None:
