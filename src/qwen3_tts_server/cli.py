@@ -97,7 +97,7 @@ def demo(
     typer.echo(
         f"""
 Qwen3-TTS Server demo (tiny offline models: the audio is noise, the API is real)
-  URL:          {base}   (API docs: {base}/docs)
+  URL:          {base}   (API docs: {base}/docs, playground: {base}/playground)
   Admin token:  {token_file}
   Data:         {data_dir}
 
