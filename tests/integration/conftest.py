@@ -15,29 +15,15 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from postgres import local_cluster, new_database
-from support import ADMIN_TOKEN, AppFactory
+from support import AppFactory, make_settings
 
 from qwen3_tts_server.app import EngineLoader, create_app
-from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
 
 
 def no_model() -> Engine:
     """Loader for tests of routes that never touch the model: loading fails, /ready says so."""
     raise ModelUnavailable("this test runs without a model")
-
-
-def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "admin_token": ADMIN_TOKEN,
-        "hmac_secret": "test-hmac-secret-abcdefghijklmnop",
-        "models_dir": data_dir / "models",
-        "allow_download": False,
-        "log_json": False,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

@@ -10,15 +10,31 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from qwen3_tts_server.config import Settings
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 AppFactory = Callable[..., TestClient]
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "admin_token": ADMIN_TOKEN,
+        "hmac_secret": "test-hmac-secret-abcdefghijklmnop",
+        "models_dir": data_dir / "models",
+        "allow_download": False,
+        "log_json": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:

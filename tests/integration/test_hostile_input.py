@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
-from support import ADMIN_TOKEN, AppFactory, clone_voice, new_user_key
+from support import ADMIN_TOKEN, clone_voice, make_settings, new_user_key
 
+from qwen3_tts_server.app import create_app
 from qwen3_tts_server.engine.base import Engine
 
 HUGE = 10**22
@@ -27,11 +30,17 @@ JSON_CASES = [
 ]
 
 
-@pytest.fixture
-def api(make_client: AppFactory, engine: Engine) -> tuple[TestClient, dict[str, str], int]:
-    client = make_client(load_engine=lambda: engine)
-    _, headers = new_user_key(client)
-    return client, headers, clone_voice(client, headers)
+@pytest.fixture(scope="module")
+def api(
+    tmp_path_factory: pytest.TempPathFactory, engine: Engine
+) -> Iterator[tuple[TestClient, dict[str, str], int]]:
+    """One app for the module: these requests must all fail, so none changes its state."""
+    settings = make_settings(tmp_path_factory.mktemp("hostile"))
+    app = create_app(settings, lambda: engine)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.state.context.runtime.wait()
+        _, headers = new_user_key(client)
+        yield client, headers, clone_voice(client, headers)
 
 
 @pytest.mark.parametrize(("path", "body"), JSON_CASES)
