@@ -406,7 +406,10 @@ def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
         ) as response:
             assert response.status_code == 200
             generation_id = response.headers["x-generation-id"]
-            assert next(response.iter_raw())
+            # Keep the iterator: a dropped one is closed at once, and closing it closes the
+            # connection, which would be this client leaving before the second call started.
+            received = response.iter_raw()
+            assert next(received)
             assert held.holding.wait(30)
         # Closed with the second call running and the third queued.
         row = _wait_until_settled(tmp_path, generation_id)

@@ -120,6 +120,32 @@ def _row(
     )
 
 
+def _batch_row(
+    session: Session,
+    user_id: int,
+    request: SpeechRequest,
+    language: str,
+    item_count: int,
+    chars: int,
+    **outcome: Any,
+) -> Batch:
+    """A batch row, flushed so its id can go on its items; `outcome` is what the call charged
+    (tokens_used, discount_used, latency_ms_total) or how it failed (status, error)."""
+    batch = Batch(
+        user_id=user_id,
+        voice_id=request.voice_id,
+        format=request.format,
+        language=language,
+        store=request.store,
+        item_count=item_count,
+        chars=chars,
+        **outcome,
+    )
+    session.add(batch)
+    session.flush()
+    return batch
+
+
 def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
     """The sentences of one text as one audio, with a short pause between each two.
 
@@ -208,21 +234,18 @@ class SynthesisService:
         with transaction(self._sessions) as session:
             batch_id = None
             if batch_size is not None:
-                batch = Batch(
-                    user_id=user_id,
-                    voice_id=request.voice_id,
-                    format=request.format,
-                    language=language,
-                    store=request.store,
-                    item_count=batch_size,
-                    chars=chars,
+                batch = _batch_row(
+                    session,
+                    user_id,
+                    request,
+                    language,
+                    batch_size,
+                    chars,
                     tokens_used=0,
                     discount_used=0.0,
                     status="error",
                     error=_error_text(error),
                 )
-                session.add(batch)
-                session.flush()
                 batch_id = batch.id
             session.add(
                 _row(
@@ -431,21 +454,17 @@ class SynthesisService:
         tokens = billing.batch_tokens(chars, discount)
         extension = FORMATS[request.format].extension
         with transaction(self._sessions) as session:
-            batch = Batch(
-                user_id=user_id,
-                voice_id=request.voice_id,
-                format=request.format,
-                language=language,
-                store=request.store,
-                item_count=len(texts),
-                chars=chars,
+            batch = _batch_row(
+                session,
+                user_id,
+                request,
+                language,
+                len(texts),
+                chars,
                 tokens_used=tokens,
                 discount_used=discount,
                 latency_ms_total=latency_ms,
-                status="ok",
             )
-            session.add(batch)
-            session.flush()
             items = []
             generations = []
             for index, (text, (audio, data)) in enumerate(zip(texts, encoded, strict=True)):
