@@ -34,16 +34,8 @@ class NotFound(ApiError):
     status_code = 404
 
 
-class Conflict(ApiError):
-    status_code = 409
-
-
 class QuotaExceeded(ApiError):
     status_code = 402
-
-
-class TooManyRequests(ApiError):
-    status_code = 429
 
 
 class ServiceUnavailable(ApiError):
