@@ -21,7 +21,7 @@ import numpy as np
 
 from qwen3_tts_server.audio.decode import decode_upload
 from qwen3_tts_server.audio.encode import FORMATS, encode
-from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.values import Audio
 
 MODEL_RATE = 24_000
 SECONDS = 10.0

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen3_tts_server.engine.base import Audio, Sampling, SynthItem
+from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.values import Audio, Sampling
 
 FRAME = 1920
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen3_tts_server.engine.base import Audio
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.values import Audio
 
 #: Frames (80 ms each) any test generation may produce at most.
 TEST_MAX_FRAMES = 12

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from support import AppFactory, admin_headers
 
-from qwen3_tts_server.engine.base import Audio, CustomItem, EngineInfo, Sampling, SynthItem
+from qwen3_tts_server.engine.base import CustomItem, EngineInfo, SynthItem
 from qwen3_tts_server.observability import configure_logging
+from qwen3_tts_server.values import Audio, Sampling
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -27,7 +27,7 @@ from qwen3_tts_server.audio.errors import (
     UndecodableAudio,
 )
 from qwen3_tts_server.audio.sniff import sniff
-from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.values import Audio
 
 MODEL_RATE = 24_000
 

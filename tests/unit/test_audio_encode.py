@@ -12,7 +12,7 @@ import soundfile as sf
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.audio.errors import UnknownFormat
-from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.values import Audio
 
 RATE = 24_000
 FILE_FORMATS = sorted(set(FORMATS) - {"pcm"})

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Response
 from qwen3_tts_server.api.deps import Context, CurrentUser
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
 from qwen3_tts_server.api.synthesis import synthesize
-from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import OpenAISpeechRequest
 from qwen3_tts_server.services.synthesis import SpeechRequest
+from qwen3_tts_server.values import Sampling
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=USER_ERRORS)
 

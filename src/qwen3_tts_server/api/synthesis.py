@@ -11,11 +11,11 @@ from starlette.types import Receive, Scope, Send
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
 from qwen3_tts_server.context import AppContext
-from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import TTSRequest
 from qwen3_tts_server.services.streaming import SpeechStream
 from qwen3_tts_server.services.synthesis import SpeechRequest
+from qwen3_tts_server.values import Sampling
 
 log = logging.getLogger(__name__)
 

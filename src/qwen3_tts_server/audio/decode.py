@@ -24,7 +24,7 @@ from qwen3_tts_server.audio.errors import (
     UndecodableAudio,
 )
 from qwen3_tts_server.audio.resample import resample
-from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.values import Audio
 
 #: Below this RMS (-60 dBFS) a clip holds no usable speech, only noise floor or digital zero.
 SILENCE_RMS = 10 ** (-60 / 20)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from qwen3_tts_server.audio.errors import UnknownFormat
 from qwen3_tts_server.audio.resample import resample
-from qwen3_tts_server.engine.base import Audio
+from qwen3_tts_server.values import Audio
 
 _MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 _OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.base import Audio, Sampling, SynthItem
+from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import BadRequest
@@ -53,6 +53,7 @@ from qwen3_tts_server.services.synthesis import (
     SynthesisService,
     join_sentences,
 )
+from qwen3_tts_server.values import Audio, Sampling
 
 #: Formats whose audio can be sent before all of it exists (see the module docstring).
 STREAMABLE_FORMATS = ("pcm", "wav")

@@ -23,7 +23,7 @@ from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import AudioBlob, Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
-from qwen3_tts_server.engine.base import Audio, EngineError, Sampling, SynthItem
+from qwen3_tts_server.engine.base import EngineError, SynthItem
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import BadRequest, NotFound
 from qwen3_tts_server.services import billing
@@ -31,6 +31,7 @@ from qwen3_tts_server.services.languages import normalize_language
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.voices import VoiceService
+from qwen3_tts_server.values import Audio, Sampling
 
 #: Silence between the sentences of one long text, so joined chunks do not run together.
 SENTENCE_PAUSE_S = 0.12

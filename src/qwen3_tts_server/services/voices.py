@@ -18,12 +18,12 @@ from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import AudioBlob, Voice, utcnow
 from qwen3_tts_server.db.session import transaction
-from qwen3_tts_server.engine.base import Sampling
 from qwen3_tts_server.errors import BadRequest, NotFound
 from qwen3_tts_server.services.billing import check_quota
 from qwen3_tts_server.services.languages import normalize_language
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.values import Sampling
 
 #: What a designed voice reads aloud to become a reference: a pangram-like sentence in the
 #: voice's own language, so the reference covers the sounds that language uses.
