@@ -152,13 +152,18 @@ class TTSRequest(BaseModel):
     voice_id: RowId
     store: bool = False
     language: Text = Field("auto", examples=["English"])
-    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    temperature: float | None = Field(
+        None,
+        gt=0.0,
+        le=2.0,
+        description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
+    )
     format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
     stream: bool = Field(
         False,
         description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
-        "The response then has no X-Latency-Ms.",
+        "The response then has no X-Latency-Ms (X-First-Audio-Ms instead).",
     )
 
     @model_validator(mode="after")

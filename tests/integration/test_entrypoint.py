@@ -219,9 +219,9 @@ def test_other_command_keeps_its_exit_status_and_arguments(box: Box) -> None:
 
 # --- entrypoint.sh: started as root, drops to the unprivileged account -----------------------
 
-needs_root = pytest.mark.skipif(
-    not IS_ROOT or shutil.which("setpriv") is None,
-    reason="needs root and util-linux setpriv (as in the image)",
+needs_root = pytest.mark.needs(
+    IS_ROOT and shutil.which("setpriv") is not None,
+    "needs root and util-linux setpriv (as in the image)",
 )
 
 

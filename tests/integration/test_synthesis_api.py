@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
@@ -51,12 +53,31 @@ def test_tts_returns_audio_with_headers(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == media_type
     assert response.headers["x-tokens-used"] == str(len(text.strip()))
-    assert int(response.headers["x-latency-ms"]) > 0
     assert int(response.headers["x-generation-id"]) > 0
     info = sf.info(io.BytesIO(response.content))
     assert info.format == container and info.samplerate == 24000 and info.frames > 0
-    exposed = response.headers.get("access-control-expose-headers", "")
-    assert exposed == "" or "X-Generation-Id" in exposed
+
+
+def test_latency_is_model_time_and_queue_time_is_separate(
+    api: TestClient, user: tuple[dict[str, str], int], tmp_path: Path
+) -> None:
+    """X-Latency-Ms is the model's time, X-Queue-Ms the wait before it; both are what the
+    generation row keeps, and together they fit inside the request as the client saw it."""
+    headers, voice_id = user
+    started = time.perf_counter()
+    response = api.post("/tts", headers=headers, json={"text": "Time me.", "voice_id": voice_id})
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text
+    latency_ms = int(response.headers["x-latency-ms"])
+    queue_ms = int(response.headers["x-queue-ms"])
+    assert latency_ms > 0 and queue_ms >= 0
+    assert latency_ms + queue_ms <= elapsed_ms
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        row = db.execute(
+            "SELECT latency_ms, queue_ms FROM generations WHERE id = ?",
+            (int(response.headers["x-generation-id"]),),
+        ).fetchone()
+    assert row == (latency_ms, queue_ms)
 
 
 def test_cors_exposes_metadata_headers_to_browsers(
@@ -68,24 +89,39 @@ def test_cors_exposes_metadata_headers_to_browsers(
         headers={**headers, "Origin": "https://app.example"},
         json={"text": "Hi.", "voice_id": voice_id},
     )
-    exposed = response.headers["access-control-expose-headers"]
-    for name in ("X-Generation-Id", "X-Tokens-Used", "X-Latency-Ms"):
+    exposed = [
+        name.strip() for name in response.headers["access-control-expose-headers"].split(",")
+    ]
+    for name in ("X-Generation-Id", "X-Tokens-Used", "X-Latency-Ms", "X-Queue-Ms"):
         assert name in exposed
 
 
-def test_long_text_is_split_and_joined(api: TestClient, user: tuple[dict[str, str], int]) -> None:
-    headers, voice_id = user
-    text = " ".join(f"This is sentence number {n}, with a pause." for n in range(12))
-    response = api.post(
-        "/tts", headers=headers, json={"text": text, "voice_id": voice_id, "seed": 3}
-    )
+def _zero_runs(samples: np.ndarray, at_least: int) -> int:
+    """How many runs of at least `at_least` consecutive exact zeros `samples` holds."""
+    padded = np.concatenate(([1], samples, [1]))
+    edges = np.flatnonzero(np.diff((padded == 0).astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    return int(np.sum(ends - starts >= at_least))
+
+
+def test_long_text_is_split_and_joined(make_client: AppFactory, engine: Engine) -> None:
+    """With CHUNK_MAX_CHARS=20 each short sentence is its own item of one model job (12 items:
+    calls of 8 and 4 with ENGINE_MAX_BATCH=8), and the file is the sentences joined with a
+    0.12 s silence (2880 samples at 24 kHz) between each two: 11 pauses."""
+    api = make_client(load_engine=lambda: engine, chunk_max_chars=20)
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
+    scheduler = api.app.state.context.runtime.loaded().scheduler
+    items_before = scheduler.stats.items_run
+    text = " ".join(f"Sentence {n} ends." for n in range(12))
+    response = api.post("/tts", headers=headers, json={"text": text, "voice_id": voice_id})
     assert response.status_code == 200, response.text
-    short = api.post(
-        "/tts", headers=headers, json={"text": "One sentence.", "voice_id": voice_id, "seed": 3}
-    )
-    long_frames = sf.info(io.BytesIO(response.content)).frames
-    assert long_frames > sf.info(io.BytesIO(short.content)).frames
     assert response.headers["x-tokens-used"] == str(len(text))
+    assert scheduler.stats.items_run - items_before == 12
+    assert list(scheduler.stats.last_batch_sizes)[-2:] == [8, 4]
+    samples, rate = sf.read(io.BytesIO(response.content), dtype="int16")
+    assert rate == 24000
+    assert _zero_runs(samples, 2880) == 11
 
 
 def test_same_seed_same_audio(api: TestClient, user: tuple[dict[str, str], int]) -> None:
@@ -161,6 +197,9 @@ def test_batch_zip_manifest_headers_and_pricing(
     assert manifest["batch_id"] == int(response.headers["x-batch-id"])
     assert manifest["latency_ms_total"] == int(response.headers["x-latency-ms-total"])
     assert [item["chars"] for item in manifest["items"]] == [len(t) for t in texts]
+    # floor(51 x 0.9) = 45; the items' floors (9, 10, 25) lose one token, which goes to the
+    # item with the largest remainder (11 x 0.9 = 9.9), so the items add up to the batch.
+    assert [item["tokens"] for item in manifest["items"]] == [10, 10, 25]
     stored = api.get(f"/getstored/{manifest['generation_ids'][0]}", headers=headers)
     assert stored.content == first_item
 
@@ -174,19 +213,37 @@ def test_batch_zip_manifest_headers_and_pricing(
 def test_batch_discount_calibrates_from_history(
     api: TestClient, user: tuple[dict[str, str], int], tmp_path: Path
 ) -> None:
-    """The first batch pays the default; its timing (vs single requests) moves later prices."""
+    """The README's rule, recomputed from what the rows recorded: S = a single request's model
+    ms per character; after a batch, D = clamp(0.9 x (1 - 0.1) + 0.1 x clamp(L / (S x C))),
+    clamped to [0.6, 1.0], and the next batch pays D rounded to 3 decimals."""
     headers, voice_id = user
-    api.post("/tts", headers=headers, json={"text": "A baseline sentence.", "voice_id": voice_id})
+    single = api.post(
+        "/tts", headers=headers, json={"text": "A baseline sentence.", "voice_id": voice_id}
+    )
     body = {"texts": ["One.", "Two.", "Three.", "Four."], "voice_id": voice_id}
     first = api.post("/batchtts", headers=headers, json=body)
     assert first.headers["x-batch-discount-used"] == "0.9"
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         stored = dict(db.execute("SELECT key, value FROM runtime_stats").fetchall())
+        [(single_ms, single_chars)] = db.execute(
+            "SELECT latency_ms, chars FROM generations WHERE id = ?",
+            (int(single.headers["x-generation-id"]),),
+        )
+        [(batch_ms, batch_chars)] = db.execute(
+            "SELECT latency_ms_total, chars FROM batches WHERE id = ?",
+            (int(first.headers["x-batch-id"]),),
+        )
+    assert batch_ms == int(first.headers["x-latency-ms-total"])  # model time, no queue
+
+    def clamp(value: float) -> float:
+        return min(1.0, max(0.6, value))
+
+    per_char = single_ms / single_chars
+    assert stored["single_latency_per_char_ms"] == pytest.approx(per_char)
+    expected = clamp(0.9 * 0.9 + 0.1 * clamp(batch_ms / (per_char * batch_chars)))
+    assert stored["batch_discount_current"] == pytest.approx(round(expected, 5))
     second = api.post("/batchtts", headers=headers, json=body)
-    assert float(second.headers["x-batch-discount-used"]) == round(
-        stored["batch_discount_current"], 3
-    )
-    assert 0.6 <= stored["batch_discount_current"] <= 1.0
+    assert second.headers["x-batch-discount-used"] == str(round(round(expected, 5), 3))
 
 
 @pytest.mark.parametrize(
