@@ -110,12 +110,17 @@ def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
 
 
 def test_prompt_creation_icl_and_x_vector(
-    engine: QwenEngine, make_audio: Callable[..., Audio], read: Callable[[bytes], PromptData]
+    engine: QwenEngine,
+    make_audio: Callable[..., Audio],
+    read: Callable[[bytes], PromptData],
+    base_config: dict[str, Any],
 ) -> None:
     icl = read(engine.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
     assert icl.icl and not icl.x_vector_only and icl.ref_text == "Hello there."
-    assert icl.ref_code is not None and icl.ref_code.shape == (19, 4)  # ceil(1.5 s x 12.5)
-    assert icl.spk_embedding.shape == (32,)
+    shape = prompt_shape(base_config)
+    assert icl.ref_code is not None  # ceil(1.5 s x 12.5 frames/s) frames of every code group
+    assert icl.ref_code.shape == (19, shape["code_groups"])
+    assert icl.spk_embedding.shape == (shape["embedding_size"],)
 
     # 16 kHz input: resampled to 24 kHz inside qwen-tts; a blank transcript means x-vector only
     xvec = read(engine.create_prompt(make_audio(sample_rate=16000), "   "))

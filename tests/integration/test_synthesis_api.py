@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import threading
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from support import AppFactory, clone_voice, new_user_key
 
-from qwen3_tts_server.engine.base import Engine
+from qwen3_tts_server.engine.base import Engine, SynthItem
+from qwen3_tts_server.values import Audio, Sampling
 
 
 @pytest.fixture
@@ -58,20 +62,62 @@ def test_tts_returns_audio_with_headers(
     assert info.format == container and info.samplerate == 24000 and info.frames > 0
 
 
+class HeldEngine:
+    """The session engine, whose first synthesis call waits until the test releases it."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+        if not self.holding.is_set():
+            self.holding.set()
+            self.release.wait(60)
+        return self.inner.synthesize(items, sampling)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def test_latency_is_model_time_and_queue_time_is_separate(
-    api: TestClient, user: tuple[dict[str, str], int], tmp_path: Path
+    make_client: AppFactory, engine: Engine, tmp_path: Path
 ) -> None:
-    """X-Latency-Ms is the model's time, X-Queue-Ms the wait before it; both are what the
-    generation row keeps, and together they fit inside the request as the client saw it."""
-    headers, voice_id = user
-    started = time.perf_counter()
-    response = api.post("/tts", headers=headers, json={"text": "Time me.", "voice_id": voice_id})
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    """A request queued behind a held model call waits at least as long as the test holds it:
+    that wait is X-Queue-Ms, not X-Latency-Ms. Both are what the generation row keeps, and
+    together they fit inside the request as the client saw it."""
+    held = HeldEngine(engine)
+    api = make_client(load_engine=lambda: held)
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
+    scheduler = api.app.state.context.runtime.loaded().scheduler
+    body = {"text": "Time me.", "voice_id": voice_id}
+    ahead = threading.Thread(target=lambda: api.post("/tts", headers=headers, json=body))
+    ahead.start()
+    assert held.holding.wait(60)
+    seen: dict[str, Any] = {}
+
+    def queued_request() -> None:
+        started = time.perf_counter()
+        seen["response"] = api.post("/tts", headers=headers, json=body)
+        seen["elapsed_ms"] = (time.perf_counter() - started) * 1000
+
+    behind = threading.Thread(target=queued_request)
+    behind.start()
+    deadline = time.monotonic() + 60
+    while scheduler.queue_depth < 1:
+        assert time.monotonic() < deadline, "the second request never reached the queue"
+        time.sleep(0.01)
+    time.sleep(0.3)  # the queued request now waits at least this long
+    held.release.set()
+    ahead.join(60)
+    behind.join(60)
+    response = seen["response"]
     assert response.status_code == 200, response.text
     latency_ms = int(response.headers["x-latency-ms"])
     queue_ms = int(response.headers["x-queue-ms"])
-    assert latency_ms > 0 and queue_ms >= 0
-    assert latency_ms + queue_ms <= elapsed_ms
+    assert queue_ms >= 300 and latency_ms > 0
+    assert latency_ms + queue_ms <= seen["elapsed_ms"]
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         row = db.execute(
             "SELECT latency_ms, queue_ms FROM generations WHERE id = ?",
@@ -210,17 +256,36 @@ def test_batch_zip_manifest_headers_and_pricing(
     assert voice["use_count"] == 1
 
 
+class SteadyEngine:
+    """Real voice prompts; every synthesis call takes a fixed 0.2 s whatever its size (and
+    returns silence), so a batch's efficiency against single requests lands inside the
+    discount's clamp, where a wrong formula shows."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+        time.sleep(0.2)
+        return [Audio(np.zeros(2400, dtype=np.float32), 24000) for _ in items]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def test_batch_discount_calibrates_from_history(
-    api: TestClient, user: tuple[dict[str, str], int], tmp_path: Path
+    make_client: AppFactory, engine: Engine, tmp_path: Path
 ) -> None:
     """The README's rule, recomputed from what the rows recorded: S = a single request's model
     ms per character; after a batch, D = clamp(0.9 x (1 - 0.1) + 0.1 x clamp(L / (S x C))),
-    clamped to [0.6, 1.0], and the next batch pays D rounded to 3 decimals."""
-    headers, voice_id = user
+    clamped to [0.6, 1.0], and the next batch pays D rounded to 3 decimals. (20 characters
+    alone, then 28 in one call of the same length: an efficiency near 0.71.)"""
+    api = make_client(load_engine=lambda: SteadyEngine(engine))
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
     single = api.post(
         "/tts", headers=headers, json={"text": "A baseline sentence.", "voice_id": voice_id}
     )
-    body = {"texts": ["One.", "Two.", "Three.", "Four."], "voice_id": voice_id}
+    body = {"texts": ["One two three.", "Four five six."], "voice_id": voice_id}
     first = api.post("/batchtts", headers=headers, json=body)
     assert first.headers["x-batch-discount-used"] == "0.9"
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
@@ -240,7 +305,9 @@ def test_batch_discount_calibrates_from_history(
 
     per_char = single_ms / single_chars
     assert stored["single_latency_per_char_ms"] == pytest.approx(per_char)
-    expected = clamp(0.9 * 0.9 + 0.1 * clamp(batch_ms / (per_char * batch_chars)))
+    efficiency = batch_ms / (per_char * batch_chars)
+    assert 0.6 < efficiency < 1.0  # inside the clamp: the formula decides the result
+    expected = clamp(0.9 * 0.9 + 0.1 * clamp(efficiency))
     assert stored["batch_discount_current"] == pytest.approx(round(expected, 5))
     second = api.post("/batchtts", headers=headers, json=body)
     assert second.headers["x-batch-discount-used"] == str(round(round(expected, 5), 3))

@@ -27,6 +27,19 @@ def _generation(user_id: int, tokens: int, seconds: float, **extra: object) -> G
     return Generation(**values)
 
 
+def _batch(user_id: int, tokens: int, status: GenerationStatus) -> Batch:
+    return Batch(
+        user_id=user_id,
+        format="wav",
+        language="auto",
+        item_count=2,
+        chars=20,
+        tokens_used=tokens,
+        discount_used=0.9 if tokens else 0.0,
+        status=status,
+    )
+
+
 def test_totals_are_per_user_and_count_only_ok_rows(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     upgrade(engine)
@@ -42,26 +55,8 @@ def test_totals_are_per_user_and_count_only_ok_rows(tmp_path: Path) -> None:
                 Voice(user_id=bob.id, name="b1", tokens_used=5, **voice),
             ]
         )
-        batch = Batch(
-            user_id=alice.id,
-            format="wav",
-            language="auto",
-            item_count=2,
-            chars=20,
-            tokens_used=18,
-            discount_used=0.9,
-            status=OK,
-        )
-        failed_batch = Batch(
-            user_id=bob.id,
-            format="wav",
-            language="auto",
-            item_count=2,
-            chars=20,
-            tokens_used=0,
-            discount_used=0.0,
-            status=ERROR,
-        )
+        batch = _batch(alice.id, tokens=18, status=OK)
+        failed_batch = _batch(bob.id, tokens=0, status=ERROR)
         session.add_all([batch, failed_batch])
         session.flush()
         session.add_all(

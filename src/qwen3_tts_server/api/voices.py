@@ -29,13 +29,7 @@ def _extension_for(media_type: str) -> str:
 
 
 def _summary(voice: VoiceView) -> VoiceOut:
-    return VoiceOut(
-        voice_id=voice.voice_id,
-        name=voice.name,
-        created_at=voice.created_at,
-        use_count=voice.use_count,
-        language=voice.language,
-    )
+    return VoiceOut.model_validate(voice, from_attributes=True)
 
 
 @router.post(
