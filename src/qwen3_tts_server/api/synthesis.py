@@ -129,7 +129,8 @@ class _StreamedSpeech(StreamingResponse):
 async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
-    it stood before this batch (X-Batch-Discount-Used)."""
+    it stood before this batch (X-Batch-Discount-Used). Every file's sample rate is in
+    X-Sample-Rate and the manifest's `sample_rate` (a `pcm` file has no header to say it)."""
     texts = body.payload
     if isinstance(texts, str):
         raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
@@ -147,6 +148,7 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
             "X-Tokens-Used": str(result.tokens_used),
             "X-Batch-Discount-Used": str(result.discount_used),
             "X-Latency-Ms-Total": str(result.latency_ms_total),
+            "X-Sample-Rate": str(result.sample_rate),
         },
     )
 

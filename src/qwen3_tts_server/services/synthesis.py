@@ -72,6 +72,7 @@ class BatchSpeech:
     latency_ms_total: int
     audio_seconds: float
     archive: bytes
+    sample_rate: int  # of every file in the ZIP (a `pcm` file cannot say it itself)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -453,7 +454,10 @@ class SynthesisService:
     ) -> BatchSpeech:
         chars = sum(len(text) for text in texts)
         tokens = billing.batch_tokens(chars, discount)
-        extension = FORMATS[request.format].extension
+        spec = FORMATS[request.format]
+        extension = spec.extension
+        # The rate written, which a codec that refuses the model's rate changes (see encode).
+        sample_rate = spec.rate_for(encoded[0][0].sample_rate)
         with transaction(self._sessions) as session:
             batch = _batch_row(
                 session,
@@ -502,6 +506,7 @@ class SynthesisService:
             "batch_id": batch_id,
             "generation_ids": [item["generation_id"] for item in items],
             "format": request.format,
+            "sample_rate": sample_rate,
             "language": language,
             "tokens_used": tokens,
             "batch_discount_used": discount,
@@ -514,7 +519,9 @@ class SynthesisService:
             [(name, data) for name, (_, data) in zip(filenames, encoded, strict=True)], manifest
         )
         audio_seconds = sum(audio.duration_s for audio, _ in encoded)
-        return BatchSpeech(batch_id, tokens, discount, latency_ms, audio_seconds, archive, manifest)
+        return BatchSpeech(
+            batch_id, tokens, discount, latency_ms, audio_seconds, archive, sample_rate, manifest
+        )
 
     # -- /getstored ----------------------------------------------------------------------------
     def stored(self, user_id: int, generation_id: int) -> StoredAudio:
