@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 from support import AppFactory, clone_voice, new_user_key
 
+from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.engine.base import Engine, SynthItem
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -256,6 +258,32 @@ def test_batch_zip_manifest_headers_and_pricing(
     assert voice["use_count"] == 1
 
 
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_batch_states_its_sample_rate_for_every_format(
+    api: TestClient, user: tuple[dict[str, str], int], fmt: str
+) -> None:
+    """A `pcm` file has no header: the ZIP must say its rate, and says it the same for all."""
+    headers, voice_id = user
+    body = {"texts": ["One.", "Two."], "voice_id": voice_id, "format": fmt}
+
+    response = api.post("/batchtts", headers=headers, json=body)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-sample-rate"] == "24000"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        first = archive.read(f"0.{FORMATS[fmt].extension}")
+    assert manifest["sample_rate"] == 24000
+    if fmt == "pcm":  # 16-bit mono at the stated rate lasts what the manifest says
+        seconds = len(first) / 2 / manifest["sample_rate"]
+        assert seconds == pytest.approx(manifest["items"][0]["duration_s"], abs=0.001)
+    elif fmt == "aac":
+        with av.open(io.BytesIO(first)) as container:
+            assert container.streams.audio[0].sample_rate == manifest["sample_rate"]
+    else:  # Opus: the header's input rate (decoders always play Opus at 48 kHz)
+        assert sf.info(io.BytesIO(first)).samplerate == manifest["sample_rate"]
+
+
 class SteadyEngine:
     """Real voice prompts; every synthesis call takes a fixed 0.2 s whatever its size (and
     returns silence), so a batch's efficiency against single requests lands inside the
@@ -320,7 +348,7 @@ def test_batch_discount_calibrates_from_history(
         ({"text": "   "}, 400, "Text must not be empty"),
         ({"text": ""}, 422, ""),
         ({"text": "x" * 3001}, 400, "Text too long (max 3000)"),
-        ({"text": "Hi.", "format": "aac"}, 400, "wav, mp3, ogg"),
+        ({"text": "Hi.", "format": "m4a"}, 400, "wav, mp3, ogg"),
         ({"text": "Hi.", "language": "Klingon"}, 400, "english"),
         ({"text": "Hi.", "temperature": 0}, 422, ""),
         ({"text": "Hi.", "temperature": 9}, 422, ""),

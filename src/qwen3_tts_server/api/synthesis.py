@@ -56,7 +56,9 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
     """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
     it stood before this batch (X-Batch-Discount-Used); the items' tokens add up to the total.
-    X-Latency-Ms-Total is model time only; X-Queue-Ms the time the batch waited for the model."""
+    X-Latency-Ms-Total is model time only; X-Queue-Ms the time the batch waited for the model.
+    Every file's sample rate is in X-Sample-Rate and the manifest's `sample_rate` (a `pcm` file
+    has no header to say it)."""
     texts = body.payload
     if isinstance(texts, str):
         raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
@@ -75,6 +77,7 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
             "X-Batch-Discount-Used": str(result.discount_used),
             "X-Latency-Ms-Total": str(result.timing.model_ms),
             "X-Queue-Ms": str(result.timing.queue_ms),
+            "X-Sample-Rate": str(result.sample_rate),
         },
     )
 

@@ -52,6 +52,7 @@ class BatchSpeech:
     timing: Timing
     audio_seconds: float
     archive: bytes
+    sample_rate: int  # of every file in the ZIP (a `pcm` file cannot say it itself)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,11 +153,14 @@ class SynthesisService:
         receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount)
         assert receipt.batch_id is not None
         extension = FORMATS[order.format].extension
+        # The rate written, which a codec that refuses the model's rate changes (see encode).
+        sample_rate = FORMATS[order.format].rate_for(encoded[0][0].sample_rate)
         filenames = [f"{index}.{extension}" for index in range(len(encoded))]
         manifest = {
             "batch_id": receipt.batch_id,
             "generation_ids": list(receipt.generation_ids),
             "format": order.format,
+            "sample_rate": sample_rate,
             "language": order.language,
             "tokens_used": receipt.tokens_used,
             "batch_discount_used": discount,
@@ -185,6 +189,7 @@ class SynthesisService:
             timing,
             audio_seconds,
             archive,
+            sample_rate,
             manifest,
         )
 
