@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     min_ref_seconds: float = Field(1.0, gt=0)
     max_ref_seconds: float = Field(60.0, gt=0)
 
+    #: Per-user limits on reference audio (clone uploads and designed references of live
+    #: voices) and on live voices, and the least a clone is charged (see README, Accounting).
+    max_user_storage_bytes: int = Field(200 * 1024 * 1024, ge=0)
+    max_user_voices: int = Field(50, ge=0)
+    clone_min_tokens: int = Field(20, ge=0)
+
     cors_origins: str = "*"
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")

@@ -1,4 +1,4 @@
-"""What a call costs: tokens (≈ characters), quotas, and the self-calibrated batch discount.
+"""What a call costs: tokens (≈ characters) and the self-calibrated batch discount.
 
 The discount D compares what a batch really cost the model with what the same characters would
 have cost as single requests: D ← EWMA of L_batch / (S · C), clamped, where S is the EWMA of
@@ -16,26 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.db.models import RuntimeStat, User, utcnow
-from qwen3_tts_server.errors import QuotaExceeded
-from qwen3_tts_server.services.usage import usage_for
+from qwen3_tts_server.db.models import RuntimeStat, utcnow
 
 SINGLE_MS_PER_CHAR = "single_latency_per_char_ms"
 BATCH_DISCOUNT = "batch_discount_current"
-
-
-def check_quota(session: Session, user_id: int, tokens: int) -> None:
-    """Refuse work that would take the user past their token quota (none means unlimited)."""
-    user = session.get(User, user_id)
-    if user is None or user.token_quota is None:
-        return
-    quota = user.token_quota
-    used = usage_for(session, user_id).tokens_used_total
-    if used + tokens > quota:
-        raise QuotaExceeded(
-            f"Token quota exceeded: this call needs {tokens} tokens and {max(quota - used, 0)} "
-            f"of your {quota} remain; ask the administrator to raise the quota"
-        )
 
 
 @dataclass(frozen=True)

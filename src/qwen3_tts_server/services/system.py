@@ -14,6 +14,7 @@ from sqlalchemy import Engine as DbEngine
 from qwen3_tts_server.db.models import utcnow
 from qwen3_tts_server.db.session import ping
 from qwen3_tts_server.services.generations import GenerationLedger
+from qwen3_tts_server.services.quota import Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
 
 
@@ -31,11 +32,13 @@ class SystemService:
         db: DbEngine,
         runtime: ModelRuntime,
         ledger: GenerationLedger,
+        quotas: Quotas,
         stream_grace: timedelta,
     ) -> None:
         self._db = db
         self._runtime = runtime
         self._ledger = ledger
+        self._quotas = quotas
         self._stream_grace = stream_grace
 
     def readiness(self) -> Readiness:
@@ -49,12 +52,15 @@ class SystemService:
         )
 
     def start(self) -> None:
-        """Settle streams a dead process left open, then load the model in the background.
+        """Settle streams and release reservations a dead process left open, then load the
+        model in the background.
 
-        Only streams older than the grace are settled: with replicas on one database, a younger
+        Only those older than the grace are settled: with replicas on one database, a younger
         one may still be running on another replica.
         """
-        self._ledger.interrupt_open(older_than=utcnow() - self._stream_grace)
+        cutoff = utcnow() - self._stream_grace
+        self._ledger.interrupt_open(older_than=cutoff)
+        self._quotas.release_stale(older_than=cutoff)
         self._runtime.start()
 
     def stop(self) -> None:
