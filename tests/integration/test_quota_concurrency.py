@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from quotakit import (
@@ -42,7 +43,7 @@ def _voice_for(api: TestClient, headers: dict[str, str], call: PaidCall) -> tupl
     return response.json()["voice_id"], len(TRANSCRIPT)
 
 
-def _assert_one_winner(responses: list, call: PaidCall) -> None:  # type: ignore[type-arg]
+def _assert_one_winner(responses: list[httpx.Response], call: PaidCall) -> None:
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [200] + [402] * (RACERS - 1), [r.text[:200] for r in responses]
     for response in responses:
