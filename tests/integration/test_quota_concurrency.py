@@ -9,6 +9,7 @@ user's running totals must end equal to what /usage derives from the rows.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,7 @@ from quotakit import (
     race,
     totals,
 )
-from support import AppFactory
+from support import AppFactory, admin_headers
 
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.qwen import QwenEngine
@@ -119,3 +120,57 @@ def test_racing_calls_on_two_postgresql_replicas_never_pass_the_quota(
     state = totals(postgres_url, user_id)
     assert state["tokens_used"] == usage["tokens_used_total"]
     assert state["tokens_reserved"] == 0 and state["reservations"] == 0
+
+
+def test_running_totals_equal_usage_for_every_user_after_concurrent_mixed_calls(
+    make_client: AppFactory, engine: Engine, tmp_path: Path
+) -> None:
+    """Three users call at once (speech, batches, streams, voices, refusals, a missing voice):
+    each user's running total, /usage and the admin's per-user list agree, to the token."""
+    api = make_client(load_engine=lambda: engine)
+    users = [limited_user(api, quota) for quota in (None, 30 + 40 + 39, 10_000)]
+    voices = [clone(api, headers).json()["voice_id"] for _, headers in users]
+    calls = {call.name: call for call in PAID_CALLS}
+    plan = [  # (user index, call, voice id)
+        *[(0, calls["tts"], voices[0])] * 3,
+        *[(0, calls["batch"], voices[0])] * 2,
+        *[(1, calls["stream"], voices[1])] * 3,  # room for one: two are refused
+        (2, calls["openai"], voices[2]),
+        (2, calls["design"], 0),
+        (2, calls["clone"], 0),
+        (2, calls["tts"], voices[0]),  # another user's voice: 404, nothing held
+    ]
+    barrier = threading.Barrier(len(plan))
+    statuses: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def one(user_index: int, call: PaidCall, voice_id: int) -> None:
+        barrier.wait()
+        status = call.make(api, users[user_index][1], voice_id).status_code
+        with lock:
+            statuses.append((user_index, status))
+
+    threads = [threading.Thread(target=one, args=step) for step in plan]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(statuses) == sorted(
+        [(0, 200)] * 5 + [(1, 200), (1, 402), (1, 402)] + [(2, 200)] * 3 + [(2, 404)]
+    )
+    expected = [
+        30 + 3 * 40 + 2 * 36,
+        30 + 40,
+        30 + 40 + calls["design"].tokens + 30,
+    ]
+    listed = {
+        row["user_id"]: row["usage"]
+        for row in api.get("/admin/users", headers=admin_headers()).json()
+    }
+    for (user_id, headers), tokens in zip(users, expected, strict=True):
+        usage = api.get("/usage", headers=headers).json()
+        assert usage["tokens_used_total"] == tokens
+        assert listed[user_id] == usage
+        state = totals(f"sqlite:///{tmp_path / 'data' / 'db.sqlite3'}", user_id)
+        assert state["tokens_used"] == tokens
+        assert state["tokens_reserved"] == 0 and state["reservations"] == 0
