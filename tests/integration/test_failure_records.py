@@ -8,11 +8,16 @@ left no row and answered 500, and (with reservations) would have kept the user's
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quotakit import TRANSCRIPT, clone, limited_user, totals
+import psycopg
+from quotakit import TEXT_40, TRANSCRIPT, clone, limited_user, totals
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from streamkit import ScriptedEngine
 from support import AppFactory
 
 from qwen3_tts_server.engine.base import Engine
@@ -106,3 +111,62 @@ def test_running_out_of_memory_is_recorded_free_and_a_503(
     }
     assert _rows(tmp_path, "generations") == [("error", 0, "out of memory")]
     _assert_free(tmp_path, user_id, api.get("/usage", headers=headers).json())
+
+
+def _set_connections(database_url: str, allowed: bool) -> None:
+    """Open or close a PostgreSQL database to connections; closing also ends the open ones
+    (the app's pooled connections), as a database failover or maintenance window would."""
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (url.database,),
+            )
+
+
+def test_a_database_outage_mid_call_is_a_503_and_the_hold_is_released_at_the_next_start(
+    make_client: AppFactory, engine: Engine, postgres_url: str, tmp_path: Path
+) -> None:
+    held = ScriptedEngine(engine, hold=1)
+    shared = {"database_url": postgres_url, "media_dir": tmp_path / "media"}
+    api = make_client(load_engine=lambda: held, data_dir=tmp_path / "a", **shared)
+    user_id, headers = limited_user(api, len(TRANSCRIPT) + 40)
+    voice_id = clone(api, headers).json()["voice_id"]
+    answers: list[Any] = []
+    call = threading.Thread(
+        target=lambda: answers.append(
+            api.post("/tts", headers=headers, json={"text": TEXT_40, "voice_id": voice_id})
+        )
+    )
+    call.start()
+    try:
+        assert held.holding.wait(30)  # reserved, and the model is working
+        _set_connections(postgres_url, allowed=False)
+        held.release.set()
+        call.join(timeout=120)
+    finally:
+        held.release.set()
+        _set_connections(postgres_url, allowed=True)
+    [response] = answers
+    assert response.status_code == 503
+    assert response.json() == {"detail": "The database is unavailable; try again shortly"}
+
+    # Nothing was charged; the hold could not be given back while the database was away.
+    assert api.get("/usage", headers=headers).json()["tokens_used_total"] == len(TRANSCRIPT)
+    stuck = totals(postgres_url, user_id)
+    assert stuck["tokens_reserved"] == 40 and stuck["reservations"] == 1
+    # A start (here a second replica) releases holds older than the stream grace (1 hour).
+    db = create_engine(postgres_url)
+    with db.begin() as connection:
+        connection.execute(
+            text("UPDATE reservations SET created_at = created_at - '2 hours'::interval")
+        )
+    db.dispose()
+    make_client(load_engine=lambda: engine, data_dir=tmp_path / "b", **shared)
+    released = totals(postgres_url, user_id)
+    assert released == {**stuck, "tokens_reserved": 0, "reservations": 0}
+    again = api.post("/tts", headers=headers, json={"text": TEXT_40, "voice_id": voice_id})
+    assert again.status_code == 200, again.text
