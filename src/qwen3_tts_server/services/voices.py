@@ -147,10 +147,10 @@ class VoiceService:
         if not upload:
             raise BadRequest("Empty file upload")
         tokens = max(len(transcript), self._quotas.limits.clone_min_tokens)
-        model = self._runtime.loaded()
         wanted = Amounts(tokens=tokens, storage_bytes=len(upload), voices=1)
         hold = await in_thread(self._quotas.reserve, user_id, "clone", wanted)
         try:
+            model = self._runtime.loaded()
             decoded = await in_thread(
                 decode_upload,
                 upload,
@@ -188,15 +188,15 @@ class VoiceService:
         language = normalize_language(language)
         phrase = coverage_phrase(language)
         tokens = len(description) + len(phrase)
-        model = self._runtime.loaded()
-        if not model.info.has_voice_design:
-            raise ServiceUnavailable(
-                "Voice design is not available: this server runs without a VoiceDesign model "
-                "(set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
-            )
         wanted = Amounts(tokens=tokens, voices=1)
         hold = await in_thread(self._quotas.reserve, user_id, "design", wanted)
         try:
+            model = self._runtime.loaded()
+            if not model.info.has_voice_design:
+                raise ServiceUnavailable(
+                    "Voice design is not available: this server runs without a VoiceDesign "
+                    "model (set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
+                )
             sampling = self._settings.sampling()
             sample = await model.scheduler.design(phrase, description, language, sampling)
             prompt = await model.scheduler.create_prompt(sample, phrase)
