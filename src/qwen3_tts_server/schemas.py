@@ -138,6 +138,9 @@ class VoiceDetailOut(VoiceOut):
 
 # -- synthesis -----------------------------------------------------------------------------------
 MAX_SEED = 2**31 - 1
+#: Below this the sampler divides logits into infinities (1e-40 made torch fail); 0.01 is
+#: already as good as greedy.
+MIN_TEMPERATURE = 0.01
 
 
 class TTSRequest(BaseModel):
@@ -152,7 +155,7 @@ class TTSRequest(BaseModel):
     voice_id: RowId
     store: bool = False
     language: Text = Field("auto", examples=["English"])
-    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=2.0)
     format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
     stream: bool = Field(

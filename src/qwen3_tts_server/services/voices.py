@@ -213,7 +213,8 @@ class VoiceService:
         case-insensitive), as OpenAI-style clients name voices by a string."""
         wanted = reference.strip().removeprefix("voice:")
         with self._sessions() as session:
-            if wanted.isdigit() and len(wanted) <= 18:
+            # ASCII only: str.isdigit() also accepts "²" or "①", which int() then refuses.
+            if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
                 return self.owned(session, user_id, int(wanted)).id
             voice_id = session.scalar(
                 select(Voice.id)
