@@ -45,6 +45,7 @@ from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import Metrics, install_observability
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.recovery import recover
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -164,6 +165,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        recover(context.sessions, context.media, context.settings.recovery_grace_s)
         context.runtime.start()
         try:
             yield

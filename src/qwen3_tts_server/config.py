@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     cors_origins: str = "*"
 
+    #: Start-up recovery leaves alone rows and files younger than this: with several replicas
+    #: sharing one database and MEDIA_DIR, they may be another replica's work in progress.
+    recovery_grace_s: float = Field(600.0, ge=0)
+
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -145,6 +146,15 @@ def _batch_row(
     session.add(batch)
     session.flush()
     return batch
+
+
+def _count_use(session: Session, voice_id: int) -> None:
+    """One more use of the voice, as one atomic UPDATE (no lost counts between replicas).
+
+    A voice deleted while its job ran still gets the use and the job still finishes: it was
+    the caller's voice when the call was accepted, and the audio exists by now.
+    """
+    session.execute(update(Voice).where(Voice.id == voice_id).values(use_count=Voice.use_count + 1))
 
 
 def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
@@ -307,7 +317,6 @@ class SynthesisService:
         with transaction(self._sessions) as session:
             generation = _row(user_id, request, language, len(text))
             self._settle_single(session, generation, request, text, audio, data, latency_ms)
-        self._keep(generation, data)
         return generation.id
 
     # -- streamed /tts: a row made before the audio, settled when the stream ends --------------
@@ -338,7 +347,6 @@ class SynthesisService:
         with transaction(self._sessions) as session:
             generation = session.get_one(Generation, generation_id)
             self._settle_single(session, generation, request, text, audio, data, latency_ms)
-        self._keep(generation, data)
 
     def abandon_generation(self, generation_id: int, status: str, error: str) -> None:
         """The stream ended early (`status` "error" or "cancelled"): kept, with no charge."""
@@ -360,13 +368,8 @@ class SynthesisService:
         """A single text succeeded: charge it, count a use of its voice, and fold its latency
         into the single-request baseline the batch discount is calibrated against."""
         self._fill(session, generation, text, audio, data, len(text), latency_ms)
-        self._voice(session, generation.user_id, request.voice_id).use_count += 1
+        _count_use(session, request.voice_id)
         billing.observe_single(session, self._policy, latency_ms, len(text))
-
-    def _keep(self, generation: Generation, data: bytes) -> None:
-        """After the commit: make sure a stored generation's file exists (see MediaLibrary)."""
-        if generation.audio_sha256:
-            self._media.restore(data, generation.audio_sha256)
 
     def _generation(
         self,
@@ -467,7 +470,6 @@ class SynthesisService:
                 latency_ms_total=latency_ms,
             )
             items = []
-            generations = []
             for index, (text, (audio, data)) in enumerate(zip(texts, encoded, strict=True)):
                 generation = self._generation(
                     session,
@@ -481,7 +483,6 @@ class SynthesisService:
                     latency_ms,
                     batch_id=batch.id,
                 )
-                generations.append(generation)
                 items.append(
                     {
                         "index": index,
@@ -492,12 +493,9 @@ class SynthesisService:
                         "duration_s": round(audio.duration_s, 3),
                     }
                 )
-            self._voice(session, user_id, request.voice_id).use_count += 1
+            _count_use(session, request.voice_id)
             billing.observe_batch(session, self._policy, latency_ms, chars)
             batch_id = batch.id
-        for generation, (_, data) in zip(generations, encoded, strict=True):
-            if generation.audio_sha256:
-                self._media.restore(data, generation.audio_sha256)
         manifest = {
             "batch_id": batch_id,
             "generation_ids": [item["generation_id"] for item in items],

@@ -185,9 +185,7 @@ class VoiceService:
             voice.ref_audio_sha256 = self._media.add(session, audio, media_type, duration_s)
             session.add(voice)
             session.flush()
-            created = VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
-        self._media.restore(audio, voice.ref_audio_sha256)
-        return created
+            return VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
 
     # -- reading -------------------------------------------------------------------------------
     def list(self, user_id: int) -> list[Voice]:
