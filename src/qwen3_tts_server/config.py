@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     cors_origins: str = "*"
 
+    #: HTTP edge (http_server.py): the request head's size cap and how long a client may take
+    #: to send its head and its body before the connection is answered 408 and closed.
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    header_timeout_s: float = Field(15.0, gt=0)
+    body_timeout_s: float = Field(120.0, gt=0)
+
     #: Start-up recovery leaves alone rows and files younger than this: with several replicas
     #: sharing one database and MEDIA_DIR, they may be another replica's work in progress.
     recovery_grace_s: float = Field(600.0, ge=0)
