@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support import AppFactory, clone_voice, new_user_key
+from support import AppFactory, assert_no_orphans, clone_voice, media_files, new_user_key
 
 from qwen3_tts_server.db.models import AudioBlob, Generation
 from qwen3_tts_server.db.session import transaction
@@ -55,29 +55,6 @@ class HoldingEngine:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-def media_files(data_dir: Path) -> set[str]:
-    """Every file under the media folder, relative to the blob root."""
-    root = data_dir / "media" / "blobs"
-    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
-
-
-def referenced_blob_files(data_dir: Path) -> set[str]:
-    """The files the database says must exist: blobs a voice or a generation names."""
-    with sqlite3.connect(data_dir / "db.sqlite3") as db:
-        keys = [
-            row[0]
-            for row in db.execute(
-                "SELECT sha256 FROM audio_blobs WHERE sha256 IN "
-                "(SELECT ref_audio_sha256 FROM voices UNION SELECT audio_sha256 FROM generations)"
-            )
-        ]
-    return {f"{key[:2]}/{key[2:4]}/{key}" for key in keys}
-
-
-def assert_no_orphans(data_dir: Path) -> None:
-    assert media_files(data_dir) == referenced_blob_files(data_dir)
 
 
 def test_deleting_a_voice_during_its_own_stored_batch_leaves_no_orphan(
