@@ -173,5 +173,6 @@ def test_kill_during_a_stored_batch_and_a_stream_then_restart(
                 assert stored.status_code == 200
     charged_batch = batches[0][0] if batches else 0
     assert usage["tokens_used_tts"] == before["tokens_used_tts"]
+    assert usage["tts_calls"] == before["tts_calls"]  # the interrupted stream is no call
     assert usage["tokens_used_batch"] == before["tokens_used_batch"] + charged_batch
     assert usage["tokens_used_total"] == before["tokens_used_total"] + charged_batch

@@ -21,7 +21,8 @@ Bookkeeping: the generation row is made before the response (its id is a header)
 "streaming", which is never counted or charged. It becomes "ok", charged once like /tts, when
 the last audio has been handed to the connection; "error" when the model fails mid-stream;
 "cancelled" when the stream is closed before its end (the client went away). Jobs not run yet
-are then withdrawn from the queue. A process that dies mid-stream leaves "streaming" behind.
+are then withdrawn from the queue. A process that dies mid-stream leaves "streaming" behind,
+which the next start settles as "interrupted", uncharged (services/recovery.py).
 
 Only formats written sample by sample can stream: `pcm` (raw s16le) and `wav`, whose header
 says "size unknown" (0xFFFFFFFF), which players and libsndfile read to the end of the stream.

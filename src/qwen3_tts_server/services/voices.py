@@ -185,7 +185,8 @@ class VoiceService:
             voice.ref_audio_sha256 = self._media.add(session, audio, media_type, duration_s)
             session.add(voice)
             session.flush()
-            return VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
+            created = VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
+        return created
 
     # -- reading -------------------------------------------------------------------------------
     def list(self, user_id: int) -> list[Voice]:
