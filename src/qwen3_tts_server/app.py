@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -45,7 +47,7 @@ from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import Metrics, install_observability
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.media import MediaLibrary
-from qwen3_tts_server.services.recovery import recover
+from qwen3_tts_server.services.recovery import keep_recovering, recover
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -165,11 +167,21 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        recover(context.sessions, context.media, context.settings.recovery_grace_s)
+        grace_s = context.settings.resolved_recovery_grace_s
+        recover(context.sessions, context.media, grace_s)
+        recovering = (
+            asyncio.create_task(keep_recovering(context.sessions, context.media, grace_s))
+            if grace_s > 0
+            else None
+        )
         context.runtime.start()
         try:
             yield
         finally:
+            if recovering is not None:
+                recovering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recovering
             context.runtime.stop()
             context.db.dispose()
 

@@ -75,9 +75,10 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(15.0, gt=0)
     body_timeout_s: float = Field(120.0, gt=0)
 
-    #: Start-up recovery leaves alone rows and files younger than this: with several replicas
-    #: sharing one database and MEDIA_DIR, they may be another replica's work in progress.
-    recovery_grace_s: float = Field(600.0, ge=0)
+    #: Recovery leaves alone rows and files younger than this: with several replicas sharing
+    #: one database and MEDIA_DIR, they may be another replica's work in progress. Unset: 0 on
+    #: SQLite (one server owns the file), else 600 (see `resolved_recovery_grace_s`).
+    recovery_grace_s: float | None = Field(None, ge=0)
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")
     @classmethod
@@ -94,6 +95,12 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'db.sqlite3'}"
+
+    @property
+    def resolved_recovery_grace_s(self) -> float:
+        if self.recovery_grace_s is not None:
+            return self.recovery_grace_s
+        return 0.0 if self.resolved_database_url.startswith("sqlite") else 600.0
 
     @property
     def cors_origin_list(self) -> list[str]:

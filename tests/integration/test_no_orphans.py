@@ -131,9 +131,10 @@ def test_restart_settles_open_rows_and_sweeps_media_past_the_grace_period(
 ) -> None:
     """What a killed process leaves: a stream's row still "streaming", audio staged for a
     transaction that never committed, a file published before its row (the old order), and
-    audio whose row committed but whose file was never published. A restart within the grace
-    period touches none of it (another replica may be working on it); one past it settles the
-    row as interrupted and free, deletes what no row names and publishes what one does."""
+    audio whose row committed but whose file was never published. A replica starting within
+    the grace period touches none of it (another replica may be working on it); a restart past
+    it (on SQLite, any restart: one server owns the file) settles the row as interrupted and
+    free, deletes what no row names and publishes what one does."""
     data_dir = tmp_path / "data"
     client = make_client(load_engine=lambda: engine, data_dir=data_dir)
     user_id, headers = new_user_key(client)
@@ -172,13 +173,13 @@ def test_restart_settles_open_rows_and_sweeps_media_past_the_grace_period(
     leftovers = [abandoned.path, early, unpublished.path]
     client.__exit__(None, None, None)
 
-    within_grace = make_client(load_engine=lambda: engine, data_dir=data_dir)
+    within_grace = make_client(load_engine=lambda: engine, data_dir=data_dir, recovery_grace_s=600)
     assert all(path.exists() for path in leftovers)
     assert _status(data_dir, open_id) == ("streaming", 0)
     within_grace.__exit__(None, None, None)
 
     _age(leftovers, 3600)
-    restarted = make_client(load_engine=lambda: engine, data_dir=data_dir, recovery_grace_s=0)
+    restarted = make_client(load_engine=lambda: engine, data_dir=data_dir)  # SQLite: grace 0
     assert _status(data_dir, open_id) == ("interrupted", 0)
     assert not abandoned.path.exists() and not early.exists() and not unpublished.path.exists()
     assert blobs.path(unpublished.key).exists()
@@ -212,3 +213,26 @@ def _status(data_dir: Path, generation_id: int) -> tuple[str, int]:
             "SELECT status, tokens_used FROM generations WHERE id = ?", (generation_id,)
         ).fetchone()
     return status, tokens
+
+
+def test_with_a_grace_period_recovery_repeats_while_the_server_runs(
+    make_client: AppFactory, engine: Engine, tmp_path: Path
+) -> None:
+    """Replicas: a crashed replica's leftovers are settled by the live ones, not only at the
+    next start. A stream row left open and audio staged by a dead process, both older than
+    the grace period, are settled without any restart."""
+    data_dir = tmp_path / "data"
+    client = make_client(load_engine=lambda: engine, recovery_grace_s=0.5)
+    user_id, headers = new_user_key(client)
+    voice_id = clone_voice(client, headers)
+    context = client.app.state.context
+    request = SpeechRequest(voice_id, "english", "wav", False, Sampling())
+    open_id = context.synthesis.open_generation(user_id, request, "english", 7)
+    staged = _stage_by_hand(context.media.blobs.root, b"staged by a replica that died")
+
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while _status(data_dir, open_id)[0] == "streaming" or staged.path.exists():
+        assert time.monotonic() < deadline, "the running server never recovered"
+        time.sleep(0.1)
+    assert _status(data_dir, open_id) == ("interrupted", 0)
+    assert_no_orphans(data_dir)
