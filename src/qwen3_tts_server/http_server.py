@@ -151,7 +151,9 @@ class EdgeProtocol(H11Protocol):
         if status == 431:
             detail = f"Request headers too large (max {self.limits.max_header_bytes} bytes)"
         self._stop_timer()
-        self._answer(status, detail)
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            self._answer(status, detail)  # (never into the middle of a response being sent)
         self.transport.close()
 
     def _answer(self, status: int, detail: str) -> None:
