@@ -69,7 +69,6 @@ def _sweep(root: Path, count: int) -> dict[str, float | int]:
                     kind="clone",
                     ref_text="x",
                     prompt=b"",
-                    prompt_model_id="bench",
                     ref_audio_sha256=key,
                 )
             )

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qwen3_tts_server.values import Sampling
+
 log = logging.getLogger(__name__)
 
 #: Where each model variant lives below MODELS_DIR: the last part of its repo id, like the
@@ -58,6 +60,12 @@ class Settings(BaseSettings):
     batch_discount_max: float = Field(1.00, gt=0, le=1)
     batch_discount_ewma_alpha: float = Field(0.10, gt=0, le=1)
 
+    #: Sampling for every call that does not choose its own (defaults stated once, in Sampling).
+    sampling_temperature: float = Field(Sampling.temperature, ge=0.01, le=2)  # as requests
+    sampling_top_k: int = Field(Sampling.top_k, ge=1)
+    sampling_top_p: float = Field(Sampling.top_p, gt=0, le=1)
+    sampling_repetition_penalty: float = Field(Sampling.repetition_penalty, gt=0)
+
     queue_max: int = Field(64, ge=1)
     engine_max_batch: int = Field(8, ge=1)
     job_timeout_s: float = Field(600.0, gt=0)
@@ -75,9 +83,10 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(15.0, gt=0)
     body_timeout_s: float = Field(120.0, gt=0)
 
-    #: Recovery leaves alone rows and files younger than this: with several replicas sharing
-    #: one database and MEDIA_DIR, they may be another replica's work in progress. Unset: 0 on
-    #: SQLite (one server owns the file), else 600 (see `resolved_recovery_grace_s`).
+    #: Crash recovery leaves alone rows and files younger than this, and repeats this often:
+    #: with several replicas sharing one database and MEDIA_DIR, they may be another replica's
+    #: work in progress. Unset: an hour, or twice JOB_TIMEOUT_S if longer. One server alone
+    #: may set 0 (everything is settled at start, nothing repeats).
     recovery_grace_s: float | None = Field(None, ge=0)
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")
@@ -87,6 +96,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    def sampling(self, temperature: float | None = None, seed: int | None = None) -> Sampling:
+        """A call's sampling: what the caller chose, the configured defaults for the rest."""
+        return Sampling(
+            temperature=self.sampling_temperature if temperature is None else temperature,
+            top_k=self.sampling_top_k,
+            top_p=self.sampling_top_p,
+            repetition_penalty=self.sampling_repetition_penalty,
+            seed=seed,
+        )
 
     @property
     def resolved_media_dir(self) -> Path:
@@ -100,7 +119,7 @@ class Settings(BaseSettings):
     def resolved_recovery_grace_s(self) -> float:
         if self.recovery_grace_s is not None:
             return self.recovery_grace_s
-        return 0.0 if self.resolved_database_url.startswith("sqlite") else 600.0
+        return max(3600.0, 2 * self.job_timeout_s)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -3,7 +3,7 @@
 The server runs as a real process (`python -m qwen3_tts_server serve`) on the tiny models. A
 stored batch is killed the moment its audio reaches the disk (between writing the files and
 committing the rows, the window that used to leave orphans), while a stream waits behind it
-with its row open. The restart (on SQLite, the only server: no grace period) must find an
+with its row open. The restart (RECOVERY_GRACE_S=0: this is the only server) must find an
 intact database, every file named by a row and every row's file present, no row still open,
 and usage that counts exactly the calls that completed.
 """
@@ -58,6 +58,7 @@ def server_process(models: Path, data_dir: Path, log: Path) -> Iterator[tuple[st
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "HMAC_SECRET": "crash-test-hmac-secret-0123456789",
         "LOG_JSON": "0",
+        "RECOVERY_GRACE_S": "0",  # the only server: everything it finds at start is a crash's
         "ENGINE_MAX_BATCH": "4",
         "CHUNK_MAX_CHARS": "20",
         "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",

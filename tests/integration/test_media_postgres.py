@@ -30,7 +30,6 @@ def _voice(user_id: int, name: str, key: str) -> Voice:
         kind="clone",
         ref_text="x",
         prompt=b"",
-        prompt_model_id="test",
         ref_audio_sha256=key,
     )
 

@@ -19,15 +19,14 @@ import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from support import AppFactory, assert_no_orphans, clone_voice, media_files, new_user_key
 
-from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.engine.base import Engine, EngineError, Sampling, SynthItem
-from qwen3_tts_server.services.synthesis import SpeechRequest
+from qwen3_tts_server.storage.blobs import BlobStore
 from qwen3_tts_server.values import Audio
 
 HOLD_LIMIT_S = 60.0
@@ -133,8 +132,8 @@ def test_restart_settles_open_rows_and_sweeps_media_past_the_grace_period(
     transaction that never committed, a file published before its row (the old order), and
     audio whose row committed but whose file was never published. A replica starting within
     the grace period touches none of it (another replica may be working on it); a restart past
-    it (on SQLite, any restart: one server owns the file) settles the row as interrupted and
-    free, deletes what no row names and publishes what one does."""
+    it (here a single server with no grace period) settles the row as interrupted and free,
+    deletes what no row names and publishes what one does."""
     data_dir = tmp_path / "data"
     client = make_client(load_engine=lambda: engine, data_dir=data_dir)
     user_id, headers = new_user_key(client)
@@ -144,32 +143,12 @@ def test_restart_settles_open_rows_and_sweeps_media_past_the_grace_period(
     )
     assert kept.status_code == 200
     usage_before = client.get("/usage", headers=headers).json()
-    context = client.app.state.context
-    request = SpeechRequest(voice_id, "english", "wav", True, Sampling())
-    open_id = context.synthesis.open_generation(user_id, request, "english", 42)
-    blobs = context.media.blobs
+    open_id = _insert_generation(data_dir, user_id, voice_id, "streaming", 0)
+    blobs = BlobStore(data_dir / "media" / "blobs")
     abandoned = _stage_by_hand(blobs.root, b"staged for a transaction that never committed")
     early = blobs.path(blobs.put(b"published before its row, which never came"))
     unpublished = _stage_by_hand(blobs.root, b"its row committed, the process died before")
-    with transaction(context.sessions) as session:
-        session.add(
-            AudioBlob(sha256=unpublished.key, media_type="audio/wav", size_bytes=1, duration_s=1.0)
-        )
-        session.flush()
-        session.add(
-            Generation(
-                user_id=user_id,
-                voice_id=voice_id,
-                format="wav",
-                language="english",
-                temperature=1.0,
-                chars=3,
-                tokens_used=3,
-                store=True,
-                status="ok",
-                audio_sha256=unpublished.key,
-            )
-        )
+    _insert_generation(data_dir, user_id, voice_id, "ok", 3, unpublished.key)
     leftovers = [abandoned.path, early, unpublished.path]
     client.__exit__(None, None, None)
 
@@ -179,7 +158,7 @@ def test_restart_settles_open_rows_and_sweeps_media_past_the_grace_period(
     within_grace.__exit__(None, None, None)
 
     _age(leftovers, 3600)
-    restarted = make_client(load_engine=lambda: engine, data_dir=data_dir)  # SQLite: grace 0
+    restarted = make_client(load_engine=lambda: engine, data_dir=data_dir, recovery_grace_s=0)
     assert _status(data_dir, open_id) == ("interrupted", 0)
     assert not abandoned.path.exists() and not early.exists() and not unpublished.path.exists()
     assert blobs.path(unpublished.key).exists()
@@ -207,6 +186,28 @@ def _stage_by_hand(root: Path, data: bytes) -> _Staged:
     return _Staged(key, path)
 
 
+def _insert_generation(
+    data_dir: Path, user_id: int, voice_id: int, status: str, tokens: int, key: str | None = None
+) -> int:
+    """A generation row as a dead process committed it (with its audio row when `key`)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(data_dir / "db.sqlite3") as db:
+        if key is not None:
+            db.execute(
+                "INSERT INTO audio_blobs (sha256, media_type, size_bytes, duration_s, created_at) "
+                "VALUES (?, 'audio/wav', 1, 1.0, ?)",
+                (key, now),
+            )
+        cursor = db.execute(
+            "INSERT INTO generations (user_id, voice_id, format, language, temperature, chars, "
+            "tokens_used, latency_ms, audio_seconds, store, status, audio_sha256, created_at) "
+            "VALUES (?, ?, 'wav', 'english', 1.0, 3, ?, 0, 0, ?, ?, ?, ?)",
+            (user_id, voice_id, tokens, key is not None, status, key, now),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+
 def _status(data_dir: Path, generation_id: int) -> tuple[str, int]:
     with sqlite3.connect(data_dir / "db.sqlite3") as db:
         status, tokens = db.execute(
@@ -225,10 +226,8 @@ def test_with_a_grace_period_recovery_repeats_while_the_server_runs(
     client = make_client(load_engine=lambda: engine, recovery_grace_s=0.5)
     user_id, headers = new_user_key(client)
     voice_id = clone_voice(client, headers)
-    context = client.app.state.context
-    request = SpeechRequest(voice_id, "english", "wav", False, Sampling())
-    open_id = context.synthesis.open_generation(user_id, request, "english", 7)
-    staged = _stage_by_hand(context.media.blobs.root, b"staged by a replica that died")
+    open_id = _insert_generation(data_dir, user_id, voice_id, "streaming", 0)
+    staged = _stage_by_hand(data_dir / "media" / "blobs", b"staged by a replica that died")
 
     deadline = time.monotonic() + HOLD_LIMIT_S
     while _status(data_dir, open_id)[0] == "streaming" or staged.path.exists():
