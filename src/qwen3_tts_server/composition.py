@@ -32,9 +32,6 @@ from qwen3_tts_server.storage.blobs import BlobStore
 
 EngineLoader = Callable[[], Engine]
 
-#: Open streams younger than this are left alone at start-up: another replica may run them.
-MIN_STREAM_GRACE = timedelta(hours=1)
-
 
 def no_engine() -> Engine:
     """The loader of a context that never serves synthesis (the CLI's admin commands)."""
@@ -78,11 +75,11 @@ def build_context(
         policy,
         settings.chunk_max_chars,
     )
-    stream_grace = max(MIN_STREAM_GRACE, timedelta(seconds=2 * settings.job_timeout_s))
+    recovery_grace = timedelta(seconds=settings.resolved_recovery_grace_s)
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
-        system=SystemService(db, runtime, ledger, quotas, stream_grace),
+        system=SystemService(db, runtime, ledger, media, quotas, recovery_grace),
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),

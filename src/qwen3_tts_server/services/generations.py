@@ -23,14 +23,13 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from qwen3_tts_server.db.models import Batch, Generation
+from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.services import billing, quota
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
 from qwen3_tts_server.services.threads import in_thread
-from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.values import FinishReason, GenerationStatus
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,6 @@ class GenerationLedger:
                 generation.audio_seconds = outcome.audio_seconds
             session.flush()
             quota.settle(session, hold, Amounts(tokens=generation.tokens_used))
-        self._keep([generation], outcome.items)
         return Receipt((generation.id,), (generation.tokens_used,))
 
     def settle_batch(self, order: Order, outcome: Outcome, discount: float, hold: Hold) -> Receipt:
@@ -215,7 +213,6 @@ class GenerationLedger:
             self._count_use(session, order)
             billing.observe_batch(session, self._policy, outcome.timing.model_ms, sum(chars))
             quota.settle(session, hold, Amounts(tokens=sum(tokens)))
-        self._keep(generations, outcome.items)
         return Receipt(tuple(g.id for g in generations), tuple(tokens), batch.id)
 
     def interrupt_open(self, older_than: datetime) -> int:
@@ -298,13 +295,17 @@ class GenerationLedger:
 
     @staticmethod
     def _count_use(session: Session, order: Order) -> None:
-        VoiceService.owned(session, order.user_id, order.voice_id).use_count += 1
+        """One more use of the voice, as one atomic UPDATE (no lost counts between replicas).
 
-    def _keep(self, generations: Sequence[Generation], items: Sequence[Spoken]) -> None:
-        """After the commit: make sure each stored generation's file exists (see MediaLibrary)."""
-        for generation, spoken in zip(generations, items, strict=False):
-            if generation.audio_sha256:
-                self._media.restore(spoken.data, generation.audio_sha256)
+        A voice deleted while its job ran still gets the use and the job still finishes: it was
+        the caller's voice when the call was accepted, and the audio exists by now.
+        """
+        session.execute(
+            update(Voice)
+            .where(Voice.id == order.voice_id)
+            .values(use_count=Voice.use_count + 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _new_row(order: Order, chars: int | None = None, batch_id: int | None = None) -> Generation:

@@ -16,7 +16,6 @@ it gives its amounts back, and a late settle then only adds its charge.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,8 +28,6 @@ from qwen3_tts_server.db.models import Reservation, User
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.errors import Forbidden, NotFound, QuotaExceeded, StorageExceeded
 from qwen3_tts_server.values import format_size
-
-log = logging.getLogger(__name__)
 
 #: A refused UPDATE is explained from the row read after it; when another call has changed the
 #: row in between so that nothing is over the limit any more, the reservation is tried again.
@@ -120,8 +117,6 @@ class Quotas:
             amounts = Amounts(row.tokens, row.storage_bytes, row.voices)
             with transaction(self._sessions) as session:
                 released += settle(session, Hold(row.id, row.user_id, amounts), NOTHING)
-        if released:
-            log.warning("released %d reservations left by a stopped process", released)
         return released
 
     def _refusal(self, session: Session, user_id: int, wanted: Amounts) -> Exception | None:

@@ -237,7 +237,6 @@ class VoiceService:
             spent = Amounts(tokens=voice.tokens_used, storage_bytes=len(audio), voices=1)
             quota.settle(session, hold, spent)
             created = VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
-        self._media.restore(audio, voice.ref_audio_sha256)
         return created
 
     # -- reading -------------------------------------------------------------------------------
@@ -264,7 +263,8 @@ class VoiceService:
         case-insensitive), as OpenAI-style clients name voices by a string."""
         wanted = reference.strip().removeprefix("voice:")
         with self._sessions() as session:
-            if wanted.isdigit() and len(wanted) <= 18:
+            # ASCII only: str.isdigit() also accepts "²" or "①", which int() then refuses.
+            if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
                 return self.owned(session, user_id, int(wanted)).id
             voice_id = session.scalar(
                 select(Voice.id)
