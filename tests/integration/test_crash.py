@@ -152,7 +152,9 @@ def test_kill_during_a_stored_batch_and_a_stream_then_restart(
 
     with sqlite3.connect(data_dir / "db.sqlite3") as db:  # what the crash left, unrecovered
         left_open = db.execute(streaming).fetchall()
+        [(left_held,)] = db.execute("SELECT COUNT(*) FROM reservations").fetchall()
     assert left_open
+    assert left_held >= 1  # at least the stream's: the user's quota is held until recovery
 
     with server_process(tiny_models_dir, data_dir, log) as (url, _):
         assert _rows(data_dir, "PRAGMA integrity_check") == [("ok",)]
@@ -166,6 +168,8 @@ def test_kill_during_a_stored_batch_and_a_stream_then_restart(
         batches = _rows(data_dir, "SELECT tokens_used FROM batches")
         batch_tokens = math.floor(sum(len(text) for text in BATCH) * 0.9)
         assert batches in ([], [(batch_tokens,)])  # committed whole before the kill, or not at all
+        running = _rows(data_dir, "SELECT tokens_used, tokens_reserved FROM users")
+        held_after = _rows(data_dir, "SELECT COUNT(*) FROM reservations")
         with httpx.Client(base_url=url, timeout=120) as client:
             usage = client.get("/usage", headers=headers).json()
             for (stored_id,) in _rows(data_dir, "SELECT id FROM generations WHERE store = 1"):
@@ -176,3 +180,6 @@ def test_kill_during_a_stored_batch_and_a_stream_then_restart(
     assert usage["tts_calls"] == before["tts_calls"]  # the interrupted stream is no call
     assert usage["tokens_used_batch"] == before["tokens_used_batch"] + charged_batch
     assert usage["tokens_used_total"] == before["tokens_used_total"] + charged_batch
+    # The running totals the quota checks use agree, and nothing is held any more.
+    assert running == [(usage["tokens_used_total"], 0)]
+    assert held_after == [(0,)]
