@@ -12,6 +12,7 @@ TEXT has five one-sentence chunks; with ENGINE_MAX_BATCH=2 the model calls are [
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def test_hanging_up_before_the_last_chunk_pays_for_the_chunks_received(
         usage = http.get("/usage", headers=headers).json()
         assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == THREE_SENTENCES
         assert usage["audio_seconds_total"] == pytest.approx(expected / 2 / RATE, abs=1e-3)
+        # The metrics count the charge too (right after the row is settled).
+        charged = f'qwen3_tts_tokens_charged_total{{kind="tts"}} {float(THREE_SENTENCES)}'
+        deadline = time.monotonic() + 30
+        while charged not in http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the partial charge never reached the metrics"
+            time.sleep(0.05)
     assert held.calls == 3  # the held call never finished for it: nothing more was sent
 
 

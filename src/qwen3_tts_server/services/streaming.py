@@ -125,8 +125,9 @@ class SpeechStream:
         self.queue_ms = first.timing.queue_ms
         self.media_type = order.media_type
         self.extension = FORMATS[order.format].extension
-        #: Seconds of audio once the stream completed and was charged, else None.
-        self.audio_seconds: float | None = None
+        #: (tokens, seconds of audio) once the stream was settled with a charge: complete, or
+        #: left by the client after some audio; None while open, or if it cost nothing.
+        self.charge: tuple[int, float] | None = None
         self._ledger = ledger
         self._order = order
         self._hold = hold
@@ -165,19 +166,19 @@ class SpeechStream:
         """End the stream; if it had not completed, it was cancelled (the client went away)
         and is charged for the chunks it was sent."""
         meter = self._meter
-        await self._end_early(
-            Outcome.cancelled(
-                "the stream was closed before its end", meter.tokens, meter.audio_seconds
-            )
-        )
+        reason = "the stream was closed before its end"
+        outcome = Outcome.cancelled(reason, meter.tokens, meter.audio_seconds)
+        if await self._end_early(outcome) and meter.tokens:
+            self.charge = (meter.tokens, meter.audio_seconds)
 
-    async def _end_early(self, outcome: Outcome) -> None:
-        if self._status is GenerationStatus.STREAMING:
-            self._status = outcome.status
-            tasks = [task for _, task in self._pending]
-            await _abandon(
-                self._ledger, self._order, self._hold, self.generation_id, tasks, outcome
-            )
+    async def _end_early(self, outcome: Outcome) -> bool:
+        """Settle an unfinished stream with `outcome`; False if it was settled already."""
+        if self._status is not GenerationStatus.STREAMING:
+            return False
+        self._status = outcome.status
+        tasks = [task for _, task in self._pending]
+        await _abandon(self._ledger, self._order, self._hold, self.generation_id, tasks, outcome)
+        return True
 
     async def _complete(self, pieces: Sequence[Synthesized]) -> None:
         samples = np.concatenate([piece.audio[0].samples for piece in pieces])
@@ -193,7 +194,7 @@ class SpeechStream:
                 self._ledger.settle, self._order, outcome, self._hold, self.generation_id
             )
             self._status = GenerationStatus.OK
-        self.audio_seconds = audio.duration_s
+        self.charge = (self.tokens_used, audio.duration_s)
 
 
 async def _abandon(
