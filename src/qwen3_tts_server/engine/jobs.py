@@ -135,13 +135,17 @@ class Job:
         chunk.pieces.append(samples)
         self._flush()
 
-    def complete(self, chunk: Chunk, reason: str) -> None:
-        """A chunk ended well; the job's result is set once every chunk has."""
+    def complete(self, chunk: Chunk, reason: str) -> bool:
+        """A chunk ended well; True when it was the last one (then call `resolve`)."""
         chunk.finish = reason
         chunk.slot = None
         self._finished += 1
         self._flush()
-        if self._finished == len(self.chunks) and self.future.set_running_or_notify_cancel():
+        return self._finished == len(self.chunks)
+
+    def resolve(self) -> None:
+        """Hand the caller every chunk's result (after the loop has counted the job)."""
+        if self.future.set_running_or_notify_cancel():
             self.future.set_result([self._result(c) for c in self.chunks])
 
     def fail(self, error: BaseException) -> None:

@@ -216,11 +216,11 @@ class StepLoop:
         for job in gone:
             for chunk in job.running():
                 self._release(chunk, CANCELLED)
-            job.fail(ShuttingDown("the request was withdrawn"))
             if job.timed_out:
                 self.stats.jobs_timed_out += 1
             else:
                 self.stats.jobs_cancelled += 1
+            job.fail(ShuttingDown("the request was withdrawn"))
 
     def _run_calls(self) -> None:
         while True:
@@ -311,11 +311,11 @@ class StepLoop:
                 ),
             )
             return
-        job.complete(chunk, reason)
-        if job.future.done():
+        if job.complete(chunk, reason):
             with self._cond:
                 self._queue.remove(job)
-            self.stats.jobs_run += 1
+            self.stats.jobs_run += 1  # counted before the caller wakes up and looks
+            job.resolve()
 
     def _release(self, chunk: Chunk, reason: str) -> None:
         if chunk.slot is not None:
@@ -332,8 +332,8 @@ class StepLoop:
             self._release(chunk, CANCELLED)
         with self._cond:
             self._queue.remove(job)
-        job.fail(error)
         self.stats.jobs_failed += 1
+        job.fail(error)
 
     def _fail_everything(self, error: EngineError) -> None:
         with self._cond:
