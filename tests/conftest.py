@@ -42,12 +42,14 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(tiny_models_dir: Path) -> QwenEngine:
-    """A QwenEngine with all three tiny models on the CPU. Not thread-safe: one user at a time."""
+    """A QwenEngine with all three tiny models on the CPU in float32 (the same on every CPU,
+    whatever DTYPE=auto picks). Not thread-safe: one user at a time."""
     return QwenEngine.load(
         tiny_models_dir / "base",
         tiny_models_dir / "voice_design",
         tiny_models_dir / "custom_voice",
         device="cpu",
+        dtype="float32",
         max_new_tokens_cap=TEST_MAX_FRAMES,
     )
 

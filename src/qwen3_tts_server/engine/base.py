@@ -49,6 +49,15 @@ class CustomItem:
 
 
 @dataclass(frozen=True)
+class DesignItem:
+    """One text to speak in a voice described in words (VoiceDesign model)."""
+
+    text: str
+    language: str
+    description: str
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """What is loaded, for /ready, /metrics and the prompt compatibility check."""
 

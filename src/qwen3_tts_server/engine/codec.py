@@ -1,0 +1,103 @@
+"""Codes to PCM while a slot is still generating: the 12 Hz decoder over a sliding window.
+
+The decoder is causal (causal convolutions, a transformer with a sliding attention window), so
+the samples of frames [a, b) depend only on frames before b. Decoding a chunk together with the
+`context` frames before it and dropping the context's samples gives nearly what one-shot
+decoding gives (bench/codec.py measures the difference per context size); stock qwen-tts itself
+decodes long outputs this way (chunks of 300 frames, 25 frames of context).
+
+Why: audio can leave after the first few frames instead of after the whole utterance, and an ICL
+voice's reference needs no full re-decode per request (stock decodes reference + output, then
+cuts the reference off): its last `context` frames are the first chunk's left context.
+
+Chunk sizes follow a schedule: a small first chunk (first audio sooner), larger ones after (each
+decode call re-decodes its context, so small chunks cost more). The pieces of one slot, joined,
+are its audio whatever the consumer: streamed and stored audio are the same samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+#: Frames of left context per decode call (stock's chunked decode uses 25).
+DEFAULT_CONTEXT = 25
+
+
+@dataclass(frozen=True)
+class ChunkSchedule:
+    """How many new frames each decode call takes: `first` for the first call, then `next`."""
+
+    first: int = 4
+    next: int = 25
+    context: int = DEFAULT_CONTEXT
+
+    def __post_init__(self) -> None:
+        if self.first < 1 or self.next < 1 or self.context < 0:
+            raise ValueError("chunk sizes must be >= 1 and the context >= 0")
+
+
+#: Streamed requests: first audio after 4 frames (0.32 s of audio), then 2 s pieces.
+STREAMING = ChunkSchedule(first=4, next=25)
+#: Stored-only requests: fewer, larger calls (less re-decoded context), early enough for the
+#: runaway guard to hear trailing silence.
+WHOLE = ChunkSchedule(first=50, next=50)
+
+
+class Codec:
+    """One model's 12 Hz speech tokenizer decoder."""
+
+    def __init__(self, speech_tokenizer: Any) -> None:
+        model = speech_tokenizer.model
+        self.decoder = model.decoder
+        self.upsample = int(model.get_decode_upsample_rate())
+        self.sample_rate = int(model.get_output_sample_rate())
+        self.device = next(self.decoder.parameters()).device
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, skip: int = 0) -> npt.NDArray[np.float32]:
+        """float32 samples of frames `codes` (T, groups), minus the first `skip` frames' samples."""
+        codes = codes.to(self.device).clamp(min=0).transpose(0, 1).unsqueeze(0)
+        wav = self.decoder(codes)[0, 0, skip * self.upsample :]
+        return wav.to(torch.float32).cpu().numpy()
+
+
+class StreamDecoder:
+    """A slot's decode state: which frames have become samples, and the context before them."""
+
+    def __init__(
+        self, codec: Codec, schedule: ChunkSchedule, reference: torch.Tensor | None = None
+    ) -> None:
+        self.codec = codec
+        self.schedule = schedule
+        self.decoded = 0  # frames already turned into samples
+        self._reference = None
+        if reference is not None and schedule.context > 0:
+            self._reference = reference[-schedule.context :].to(codec.device)
+
+    def due(self, available: int, final: bool) -> bool:
+        """Is a decode call due with `available` frames generated (`final`: no more will come)?"""
+        pending = available - self.decoded
+        if pending <= 0:
+            return False
+        wanted = self.schedule.first if self.decoded == 0 else self.schedule.next
+        return final or pending >= wanted
+
+    def decode(self, frames: torch.Tensor) -> npt.NDArray[np.float32]:
+        """Samples of frames[decoded:] (all frames generated so far); advances `decoded`."""
+        context = self.schedule.context
+        start = max(0, self.decoded - context)
+        window = frames[start:]
+        skip = self.decoded - start
+        if self._reference is not None and skip < context:
+            extra = self._reference[
+                len(self._reference) - min(len(self._reference), context - skip) :
+            ]
+            window = torch.cat([extra, window.to(extra.device)])
+            skip += extra.shape[0]
+        self.decoded = frames.shape[0]
+        return self.codec.decode(window, skip)
