@@ -59,6 +59,9 @@ class Int8Linear:
     """`y = x W^T + b` with W held in int8; x of any float dtype and shape (..., in_features),
     y of x's dtype. The float weight is not kept (halves or quarters the model's memory)."""
 
+    #: q/k/v and gate/up may be fused (per-row scales, one activation: the same results).
+    fusable = True
+
     def __init__(self, weight: Tensor, bias: Tensor | None = None, kernel: str | None = None):
         if weight.dim() != 2:
             raise ValueError(f"weight must be 2-D (out_features, in_features), got {weight.shape}")

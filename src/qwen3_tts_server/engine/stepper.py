@@ -42,7 +42,11 @@ EOS, LENGTH = "eos", "length"
 class Lane:
     """One loaded model (base, custom_voice or voice_design) prepared for the step loop."""
 
-    def __init__(self, role: str, model: Any, make: LinearFactory) -> None:
+    def __init__(
+        self, role: str, model: Any, make: LinearFactory, layers: LinearFactory | None = None
+    ) -> None:
+        """`make` builds the output heads' linears, `layers` (default: `make`) the decoder
+        layers' (QUANT=int8 quantizes the layers only: the heads pick the codes)."""
         self.role = role
         self.model = model
         talker = model.model.talker
@@ -51,9 +55,12 @@ class Lane:
         predictor = talker.code_predictor
         self.predictor = predictor
         self.groups = int(self.config.num_code_groups)
-        self.talker_layers = [DecoderLayer(layer, make) for layer in talker.model.layers]
+        layers = layers or make
+        self.talker_layers = [DecoderLayer(layer, layers) for layer in talker.model.layers]
         depth = predictor.config.num_hidden_layers
-        self.predictor_layers = [DecoderLayer(layer, make) for layer in predictor.model.layers[:depth]]
+        self.predictor_layers = [
+            DecoderLayer(layer, layers) for layer in predictor.model.layers[:depth]
+        ]
         self.heads = [make(head.weight, head.bias) for head in predictor.lm_head]
         self.codec_head = make(talker.codec_head.weight, talker.codec_head.bias)
         rope = self.config.rope_scaling
@@ -104,7 +111,7 @@ class Slot:
 class StepEngine:
     """The step interface over a loaded `QwenEngine` (which keeps the stock path as reference)."""
 
-    def __init__(self, engine: QwenEngine, *, prepack: bool = True) -> None:
+    def __init__(self, engine: QwenEngine, *, prepack: bool = True, quant: str = "none") -> None:
         self.engine = engine
         info = engine.info()
         device = "cuda" if info.device.startswith("cuda") else info.device
@@ -121,7 +128,8 @@ class StepEngine:
             model = engine.model(role)
             dtype = next(model.model.talker.parameters()).dtype
             make = linear_factory(device, dtype) if prepack else linear_factory("meta", dtype)
-            self._lanes[role] = Lane(role, model, make)
+            layers = linear_factory(device, dtype, quant) if quant != "none" else None
+            self._lanes[role] = Lane(role, model, make, layers)
 
     @torch.inference_mode()
     def admit(
