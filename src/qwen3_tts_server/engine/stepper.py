@@ -31,6 +31,7 @@ from transformers.cache_utils import DynamicCache
 from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.layers import KV, DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
+from qwen3_tts_server.engine.predictor import EagerPasses, PredictorGraphs
 from qwen3_tts_server.engine.qwen import Item, QwenEngine, as_invalid_input, generate_kwargs
 from qwen3_tts_server.engine.sampler import SlotSampler, TalkerRules
 from qwen3_tts_server.values import Sampling
@@ -74,6 +75,8 @@ class Lane:
         self.predictor_rope = (cos.unsqueeze(1), sin.unsqueeze(1))
         pcfg = predictor.config
         self.predictor_kv_shape = (pcfg.num_key_value_heads, self.groups + 1, pcfg.head_dim)
+        # On CUDA the code predictor's passes replay from captured graphs (engine/predictor.py).
+        self.graphs = PredictorGraphs(self) if self.device.type == "cuda" else None
         self.kv_shape = (self.config.num_key_value_heads, self.config.head_dim)
 
 
@@ -276,30 +279,12 @@ class StepEngine:
         self, lane: Lane, slots: list[Slot], past: torch.Tensor, last: torch.Tensor
     ) -> torch.Tensor:
         """The code predictor's codes 1..groups-1 of one frame for every slot (B, groups - 1)."""
-        predictor = lane.predictor
         batch = len(slots)
-        caches = [
-            (
-                torch.empty(batch, *lane.predictor_kv_shape, dtype=lane.dtype, device=lane.device),
-                torch.empty(batch, *lane.predictor_kv_shape, dtype=lane.dtype, device=lane.device),
-            )
-            for _ in lane.predictor_layers
-        ]
-        cos, sin = lane.predictor_rope
-        project = predictor.small_to_mtp_projection
-        embeddings = predictor.model.get_input_embeddings()
-        h = project(torch.cat((past, last), dim=1))
+        passes = lane.graphs.frame(batch) if lane.graphs is not None else EagerPasses(lane, batch)
+        first = torch.cat((past, last), dim=1)
         chosen = torch.empty(batch, lane.groups - 1, dtype=torch.long, device=lane.device)
-        start = 0
         for g in range(lane.groups - 1):
-            if g > 0:
-                h = project(embeddings[g - 1](chosen[:, g - 1 : g]))
-            end = start + h.shape[1]
-            for layer, cache in zip(lane.predictor_layers, caches, strict=True):
-                h = layer.step_shared(h, cos[:, :, start:end], sin[:, :, start:end], cache, start)
-            h = predictor.model.norm(h)
-            logits = lane.heads[g](h)[:, -1, :].to(copy=True, dtype=torch.float32)
+            logits = passes.logits(g, first if g == 0 else chosen[:, g - 1 : g])
             for i, slot in enumerate(slots):
                 chosen[i, g] = slot.sampler.predictor(logits[i : i + 1], chosen[i : i + 1, :g])
-            start = end
         return chosen
