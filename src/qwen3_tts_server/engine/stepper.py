@@ -21,23 +21,28 @@ slots a slot's codes can differ from its solo codes, because CPU GEMMs are not b
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
+from qwen3_tts_server.engine.base import CustomItem, DesignItem, EngineInfo, SynthItem
+from qwen3_tts_server.engine.codec import Codec
+from qwen3_tts_server.engine.guard import EOS, LENGTH
 from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.layers import KV, DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
 from qwen3_tts_server.engine.predictor import EagerPasses, PredictorGraphs
 from qwen3_tts_server.engine.qwen import Item, QwenEngine, as_invalid_input, generate_kwargs
 from qwen3_tts_server.engine.sampler import SlotSampler, TalkerRules
-from qwen3_tts_server.values import Sampling
+from qwen3_tts_server.values import Audio, Sampling
 
-#: Slot finish reasons the engine itself sets (the scheduler adds "silence" and "cancelled").
-EOS, LENGTH = "eos", "length"
+log = logging.getLogger(__name__)
 
 
 class Lane:
@@ -78,6 +83,7 @@ class Lane:
         # On CUDA the code predictor's passes replay from captured graphs (engine/predictor.py).
         self.graphs = PredictorGraphs(self) if self.device.type == "cuda" else None
         self.kv_shape = (self.config.num_key_value_heads, self.config.head_dim)
+        self.codec = Codec(model.model.speech_tokenizer)
 
 
 @dataclass(eq=False)
@@ -134,6 +140,33 @@ class StepEngine:
             layers = linear_factory(device, dtype, quant) if quant != "none" else None
             self._lanes[role] = Lane(role, model, make, layers)
 
+    def info(self) -> EngineInfo:
+        return self.engine.info()
+
+    def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
+        return self.engine.create_prompt(audio, transcript)
+
+    def warm_up(self) -> None:
+        """Pay one-time costs before serving: the first resample (numba JIT, seconds) when a
+        prompt is made, and one admit, two steps and a decode per loaded model."""
+        started = time.perf_counter()
+        seconds = np.arange(16000, dtype=np.float32) / 16000
+        tone = (0.3 * np.sin(2 * np.pi * 220 * seconds)).astype(np.float32)
+        prompt = self.create_prompt(Audio(tone, 16000), "Warm up.")
+        items: dict[str, Item] = {"base": SynthItem("Warm up.", "english", prompt)}
+        if "custom_voice" in self._lanes:
+            speaker = self.info().speakers[0]
+            items["custom_voice"] = CustomItem("Warm up.", "english", speaker)
+        if "voice_design" in self._lanes:
+            items["voice_design"] = DesignItem("Warm up.", "english", "A calm voice.")
+        for item in items.values():
+            slot = self.admit(item, Sampling(), 2)
+            while not slot.done:
+                self.step([slot])
+            slot.lane.codec.decode(slot.frames)
+            self.release(slot)
+        log.info("engine warm in %.1f s", time.perf_counter() - started)
+
     @torch.inference_mode()
     def admit(
         self, item: Item, sampling: Sampling, budget: int, *, seed: int | None = None
@@ -181,6 +214,7 @@ class StepEngine:
         capacity = length + budget + 1
         kv: list[KV] = []
         for layer in cache.layers:
+            assert layer.keys is not None and layer.values is not None
             keys = torch.empty(1, heads, capacity, head_dim, dtype=lane.dtype, device=lane.device)
             values = torch.empty_like(keys)
             keys[:, :, :length] = layer.keys
