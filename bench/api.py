@@ -1,6 +1,7 @@
 """Server figures over HTTP on the tiny models, in-process; prints one JSON object.
 
     .venv/bin/python bench/api.py [--models-dir DIR] [--frames 24] [--requests 20] [--rounds 5]
+    .venv/bin/python bench/api.py --real-dims --dtypes float32,bfloat16 --requests 2 --rounds 0
 
 The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler, encoding, usage
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
@@ -23,6 +24,10 @@ EOS may come earlier: generated frames (audio length / 80 ms) are reported next 
 early EOS shortens a single-item call but not a merged batch, which runs until its longest item
 ends, so random EOS favours sequential /tts: the batching ratios err on the cautious side.
 Figures on the tiny model show server overheads and batching gains, not real-model speed.
+`--real-dims` serves the random model with the real 0.6B sizes instead (built once under
+`--data-dir`, see bench/speed.py): then `tts_overhead.latency_per_audio_s` (client latency per
+second of audio, < 1 is faster than real time) is the server's speed as a client sees it.
+`--dtypes` runs the whole measurement once per model dtype, one app after the other.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -57,7 +63,7 @@ from qwen3_tts_server.engine.base import (
     SynthItem,
 )
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.tiny import cached_models, make_tiny_models
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 FRAME_S = 0.08
@@ -179,6 +185,9 @@ def _tts_overhead(
         "overhead_ms_max": _ms(max(overheads)),
         "handoff_ms": _ms(statistics.median(handoffs)),
         "overhead_to_engine": round(overhead_median / engine_median, 3),
+        "latency_per_audio_s": round(
+            statistics.median(latencies) / engine.last_output.duration_s, 3
+        ),
     }
 
 
@@ -266,14 +275,13 @@ def _batching(
 
 
 def run(
-    models_dir: Path, data_dir: Path, frames: int, requests: int, rounds: int
+    base_dir: Path, data_dir: Path, frames: int, requests: int, rounds: int, dtype: str
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     engine = TimedEngine(
-        QwenEngine.load(
-            models_dir / "base", device="cpu", dtype="float32", max_new_tokens_cap=frames
-        )
+        QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
     )
+    models_dir = base_dir.parent
     settings = Settings(
         data_dir=data_dir,
         admin_token=ADMIN_TOKEN,
@@ -290,15 +298,17 @@ def run(
         body = {"text": TEXT, "voice_id": voice_id, "language": "English", "seed": SEED}
         overhead = _tts_overhead(client, engine, body, headers, requests)
         speech = engine.last_output
-        batching = _batching(client, engine, voice_id, headers, rounds)
+        batching = _batching(client, engine, voice_id, headers, rounds) if rounds else None
     assert speech is not None
     return {
         "model": engine.info().base_model_id,
+        "dtype": engine.info().dtype,
         "torch_threads": torch.get_num_threads(),
         "max_new_tokens": frames,
         "tts_overhead": overhead,
         "encode": {"audio_s": round(speech.duration_s, 3), **_encode_figures(speech, 20)},
         "batching": batching,
+        "loadavg": round(os.getloadavg()[0], 2),
     }
 
 
@@ -307,18 +317,26 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", type=Path, help="tiny models (built in a temp dir if unset)"
     )
+    parser.add_argument("--real-dims", action="store_true", help="the real 0.6B sizes")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="real-dims cache")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated model dtypes")
     parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
     parser.add_argument("--requests", type=int, default=20, help="sequential /tts for overhead")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the batching modes")
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        models_dir = args.models_dir
-        if models_dir is None:
-            models_dir = root / "models"
-            make_tiny_models(models_dir)
-        result = run(models_dir, root / "data", args.frames, args.requests, args.rounds)
-    print(json.dumps(result, indent=1))
+        if args.real_dims:
+            base = cached_models(args.data_dir / "models-real-0.6b", dims="real-0.6b").base
+        elif args.models_dir is not None:
+            base = args.models_dir / "base"
+        else:
+            base = make_tiny_models(root / "models").base
+        for index, dtype in enumerate(args.dtypes.split(",")):
+            data_dir = root / f"data-{index}"
+            results.append(run(base, data_dir, args.frames, args.requests, args.rounds, dtype))
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
 if __name__ == "__main__":
