@@ -19,7 +19,10 @@ item, prefill included; min too), `s_per_item_frame` (/ batch), `rtf` (= s per i
 stock of the same dtype (all items, same frames). At batch 1 the identity is also checked for
 seeded sampling. For int8: agreement with ours-bf16's codes (share of identical frames, first
 differing frame, share of identical codes) and a distance on the decoded audio (SNR in dB and
-log-spectral distance in dB; both decoded by the same codec). `decoder`: the 12 Hz codec
+log-spectral distance in dB; both decoded by the same codec); `stock-bf16_vs_stock-fp32` gives
+the same figures for two float dtypes as a yardstick. Random weights make nearly every choice a
+near-tie (flat logits), so any numeric change flips codes from the first frame on: on this model
+these figures bound nothing about a trained model's agreement. `decoder`: the 12 Hz codec
 decoder's cost per decode call of the streaming schedule (engine/codec.py) at each dtype.
 `--real-dims` builds the real-0.6b random model once under DATA_DIR (`cached_models`); without
 it the tiny models are used (fast, for checking the script).
@@ -227,6 +230,11 @@ def run(
             if name == "ours-int8" and "ours-bf16" in codes:
                 row["vs_ours_bf16"] = _agreement(codes["ours-bf16"], codes[name], codecs["bf16"])
             block[name] = row
+        if "stock-fp32" in codes and "stock-bf16" in codes:
+            # calibration for the int8 figures: how far apart two float dtypes already are
+            block["stock-bf16_vs_stock-fp32"] = _agreement(
+                codes["stock-fp32"], codes["stock-bf16"], codecs["bf16"]
+            )
         result[f"batch_{batch}"] = block
     result["decoder"] = _decoder_costs(codecs, rounds=max(rounds, 3))
     result["loadavg_end"] = round(os.getloadavg()[0], 2)
