@@ -17,7 +17,8 @@ weight-only: the activation rounding adds error of the same size as the weight r
 and it makes a row's result depend on the other rows of the same call (the float GEMMs are not
 batch-invariant either, so codes already depend on batch composition).
 Where FBGEMM is not torch's quantized engine (ARM: qnnpack), `_weight_int8pack_mm` (weight-only)
-is used instead. Not for CUDA: the GPU path is launch-bound, not bandwidth-bound.
+is used instead (with bf16 activations: its float32-activation path measured ~30x slower on x86;
+not measured on ARM). Not for CUDA: the GPU path is launch-bound, not bandwidth-bound.
 
 Interface: `Int8Linear(weight, bias)(x)` has the call shape of the engine's float linears;
 `quantize_linears(module)` swaps the nn.Linear layers of a stock model for the same kernel
