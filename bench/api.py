@@ -158,9 +158,14 @@ def _ms(seconds: float) -> float:
 
 
 def _tts_overhead(
-    client: TestClient, engine: TimedEngine, body: dict[str, Any], headers: dict[str, str], n: int
+    client: TestClient,
+    engine: TimedEngine,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    n: int,
+    warmups: int,
 ) -> dict[str, Any]:
-    for _ in range(3):  # warm-up: first requests pay lazy imports, connection and cache setup
+    for _ in range(warmups):  # first requests pay lazy imports, connection and cache setup
         _ok(client.post("/tts", json=body, headers=headers))
     latencies, engine_times, handoffs = [], [], []
     for _ in range(n):
@@ -275,7 +280,13 @@ def _batching(
 
 
 def run(
-    base_dir: Path, data_dir: Path, frames: int, requests: int, rounds: int, dtype: str
+    base_dir: Path,
+    data_dir: Path,
+    frames: int,
+    requests: int,
+    rounds: int,
+    dtype: str,
+    warmups: int = 3,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     engine = TimedEngine(
@@ -296,7 +307,7 @@ def run(
             raise RuntimeError(f"model not ready: {client.get('/ready').text}")
         headers, voice_id = _user_and_voice(client)
         body = {"text": TEXT, "voice_id": voice_id, "language": "English", "seed": SEED}
-        overhead = _tts_overhead(client, engine, body, headers, requests)
+        overhead = _tts_overhead(client, engine, body, headers, requests, warmups)
         speech = engine.last_output
         batching = _batching(client, engine, voice_id, headers, rounds) if rounds else None
     assert speech is not None
@@ -323,6 +334,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
     parser.add_argument("--requests", type=int, default=20, help="sequential /tts for overhead")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the batching modes")
+    parser.add_argument("--warmups", type=int, default=3, help="/tts calls before timing")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,7 +347,9 @@ def main() -> None:
             base = make_tiny_models(root / "models").base
         for index, dtype in enumerate(args.dtypes.split(",")):
             data_dir = root / f"data-{index}"
-            results.append(run(base, data_dir, args.frames, args.requests, args.rounds, dtype))
+            results.append(
+                run(base, data_dir, args.frames, args.requests, args.rounds, dtype, args.warmups)
+            )
     print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
