@@ -9,6 +9,8 @@ oneDNN-prepacked bf16 linears at one row (the 7 projections of one 0.6B layer, 1
 over `--layers` distinct layers so the weights come from memory, as in the real loop):
 * `t{N}`: TORCH_THREADS=N with libgomp's default wait policy (spin a while, then sleep);
 * `passive`: OMP_WAIT_POLICY=PASSIVE (waiting threads sleep at once);
+* `short_spin`: GOMP_SPINCOUNT=10000 (spin ~a few microseconds, then sleep; libgomp's default
+  spins 300,000 rounds);
 * `pinned`: OMP_PROC_BIND=close, OMP_PLACES=cores (each thread stays on its core).
 Each setting runs in its own process (OpenMP reads its environment once, at start-up); settings
 alternate within each round so load drifts hit all alike. `competitor`: "none", or "busy" = one
@@ -44,6 +46,7 @@ def _settings(cores: int) -> dict[str, dict[str, str]]:
     base = {"TORCH_THREADS": str(cores)}
     settings = {f"t{cores}": base, "t1": {"TORCH_THREADS": "1"}}
     settings["passive"] = base | {"OMP_WAIT_POLICY": "PASSIVE"}
+    settings["short_spin"] = base | {"GOMP_SPINCOUNT": "10000"}
     settings["pinned"] = base | {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
     return settings
 
