@@ -9,10 +9,10 @@ trade-off (README), measured by bench/speed.py.
 Kernel, chosen by measurement (bench/quant_kernels.py, 2 threads, AMD Zen 4): FBGEMM's
 dynamically quantized linear (`quantized::linear_dynamic`): int8 weights with one scale per
 output channel, prepacked once; each call quantizes the activation rows to uint8 with one scale
-for the whole call, multiplies in int32 with VNNI and returns float. At one row it reads weights
-at ~45 GB/s, ~1.9x faster than the oneDNN-prepacked bf16 linear, where torch's weight-only
-`_weight_int8pack_mm` gains ~1.35x and torchao 0.18's int8 weight-only has no CPU kernel of its
-own (it converts the weight back to float on every call). Strictly this is W8A8 (dynamic), not
+for the whole call, multiplies in int32 with VNNI and returns float. It ran 2.2x (one row) and
+1.9x (8 rows) faster than the oneDNN-prepacked bf16 linear, where torch's weight-only
+`_weight_int8pack_mm` gained 1.0-1.35x and torchao 0.18's int8 weight-only has no CPU kernel of
+its own (it converts the weight back to float on every call). Strictly this is W8A8 (dynamic), not
 weight-only: the activation rounding adds error of the same size as the weight rounding here,
 and it makes a row's result depend on the other rows of the same call (the float GEMMs are not
 batch-invariant either, so codes already depend on batch composition).

@@ -5,8 +5,8 @@ slowest thread. Torch's default is the number of physical cores it finds, which 
 can exceed the CPUs the process may actually use; the default here is the CPUs this process
 may run on (its affinity mask). Fewer threads leave cores for encoding and HTTP work or for
 another replica. bench/threads.py measures the settings beside a busy process; with libgomp's
-default wait policy, one busy process on a 2-core machine made 2-thread GEMVs ~35x slower
-(README "Threads": set OMP_WAIT_POLICY=PASSIVE where cores are shared).
+default wait policy, one busy process on a 2-core machine made 2-thread GEMVs ~30x slower
+(README "Speed": set OMP_WAIT_POLICY=PASSIVE where cores are shared).
 """
 
 from __future__ import annotations
