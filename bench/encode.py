@@ -4,6 +4,7 @@ Encode: a 10 s synthetic speech-like signal at the model's 24 kHz, as the engine
 the figure is milliseconds of CPU-bound work per second of audio (median of several runs), i.e.
 how much encode-pool time each second of output costs. Decode: the same 10 s as a typical
 client upload (44.1 kHz mono, or 48 kHz for Opus) through `decode_upload`, resampling included.
+Speed: the same 10 s through `change_speed` (FFmpeg's atempo), per second of input audio.
 
 Run: .venv/bin/python bench/encode.py [--repeats N]
 """
@@ -21,11 +22,13 @@ import numpy as np
 
 from qwen3_tts_server.audio.decode import decode_upload
 from qwen3_tts_server.audio.encode import FORMATS, encode
+from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.values import Audio
 
 MODEL_RATE = 24_000
 SECONDS = 10.0
 UPLOAD_FORMATS = ("wav", "mp3", "ogg", "opus", "flac")
+SPEEDS = (0.25, 0.5, 1.5, 2.0, 4.0)
 
 
 def speech_like(rate: int) -> Audio:
@@ -80,6 +83,13 @@ def main() -> None:
             "ms_per_audio_s": round(ms / SECONDS, 2),
         }
 
+    speed_figures = {
+        str(speed): round(
+            median_ms(partial(change_speed, output, speed), args.repeats) / SECONDS, 2
+        )
+        for speed in SPEEDS
+    }
+
     print(
         json.dumps(
             {
@@ -87,6 +97,7 @@ def main() -> None:
                 "repeats": args.repeats,
                 "encode_24k_mono": encode_figures,
                 "decode_upload_to_24k": decode_figures,
+                "speed_ms_per_audio_s": speed_figures,
             },
             indent=2,
         )

@@ -1,10 +1,11 @@
-"""Application factory: the one place that wires settings, database, services and the model."""
+"""Application factory: the HTTP shell around the context that `composition.build_context`
+builds (middleware, error mapping, routers, lifespan)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -27,11 +28,9 @@ from qwen3_tts_server.api import (
 from qwen3_tts_server.api.limits import BodySizeLimit
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
 from qwen3_tts_server.audio.errors import AudioError, UploadTooLarge
-from qwen3_tts_server.config import Settings, resolve_secrets
-from qwen3_tts_server.context import AppContext
-from qwen3_tts_server.db.session import make_engine, make_session_factory, upgrade
+from qwen3_tts_server.composition import EngineLoader, build_context
+from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import (
-    Engine,
     InvalidInput,
     JobTimeout,
     ModelUnavailable,
@@ -40,16 +39,8 @@ from qwen3_tts_server.engine.base import (
     QueueFull,
     ShuttingDown,
 )
-from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.errors import ApiError
-from qwen3_tts_server.observability import Metrics, install_observability
-from qwen3_tts_server.services.accounts import AccountService
-from qwen3_tts_server.services.media import MediaLibrary
-from qwen3_tts_server.services.runtime import ModelRuntime
-from qwen3_tts_server.services.streaming import StreamingService
-from qwen3_tts_server.services.synthesis import SynthesisService
-from qwen3_tts_server.services.voices import VoiceService
-from qwen3_tts_server.storage.blobs import BlobStore
+from qwen3_tts_server.observability import RequestObservability
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +49,7 @@ EXPOSED_HEADERS = [
     "X-Generation-Id",
     "X-Tokens-Used",
     "X-Latency-Ms",
+    "X-Queue-Ms",
     "X-Batch-Id",
     "X-Batch-Discount-Used",
     "X-Latency-Ms-Total",
@@ -66,44 +58,6 @@ EXPOSED_HEADERS = [
     "X-Request-Id",
     "Retry-After",
 ]
-
-EngineLoader = Callable[[], Engine]
-
-
-def build_context(settings: Settings, load_engine: EngineLoader, metrics: Metrics) -> AppContext:
-    """Resolve secrets, migrate the database and build the services (no model loading yet)."""
-    settings = resolve_secrets(settings)
-    assert settings.admin_token is not None and settings.hmac_secret is not None
-    db = make_engine(settings.resolved_database_url)
-    upgrade(db)
-    sessions = make_session_factory(db)
-
-    def make_scheduler(engine: Engine) -> Scheduler:
-        scheduler = Scheduler(
-            engine,
-            queue_max=settings.queue_max,
-            max_batch=settings.engine_max_batch,
-            job_timeout_s=settings.job_timeout_s,
-        )
-        scheduler.on_batch = metrics.observe_batch
-        return scheduler
-
-    runtime = ModelRuntime(load_engine, make_scheduler)
-    media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
-    synthesis = SynthesisService(settings, sessions, media, runtime)
-    return AppContext(
-        settings=settings,
-        admin_token=settings.admin_token.get_secret_value(),
-        db=db,
-        sessions=sessions,
-        accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
-        runtime=runtime,
-        media=media,
-        voices=VoiceService(settings, sessions, media, runtime),
-        synthesis=synthesis,
-        streaming=StreamingService(settings, runtime, synthesis),
-        metrics=metrics,
-    )
 
 
 def _api_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -159,17 +113,15 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     """Build the app. The model loads in the background once the app starts serving."""
-    metrics = Metrics()
-    context = build_context(settings, load_engine, metrics)
+    context = build_context(settings, load_engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        context.runtime.start()
+        context.system.start()
         try:
             yield
         finally:
-            context.runtime.stop()
-            context.db.dispose()
+            context.system.stop()
 
     app = FastAPI(
         title="Qwen3-TTS Server",
@@ -189,14 +141,18 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         expose_headers=EXPOSED_HEADERS,
     )
     app.add_middleware(
-        BodySizeLimit, max_bytes=context.settings.max_upload_bytes + MULTIPART_OVERHEAD
+        BodySizeLimit,
+        max_bytes=context.settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        upload_limit=context.settings.max_upload_bytes,
     )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for kind, _status in _ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
     app.add_exception_handler(Exception, _unexpected)
-    install_observability(app, context, metrics)
+    # Last, so it is the outermost middleware and also stamps the responses that inner
+    # middleware answers on its own (413, CORS preflight).
+    app.add_middleware(RequestObservability, metrics=context.metrics)
     for router in (
         health.router,
         admin.router,

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from qwen3_tts_server.config import Settings, resolve_secrets
+
+if TYPE_CHECKING:  # imported when used: `--help` must not migrate a database
+    from qwen3_tts_server.services.accounts import AccountService
 
 app = typer.Typer(
     help="Qwen3-TTS Server: a self-hosted, multi-user text-to-speech REST API.",
@@ -115,16 +118,11 @@ Then follow README.md ("Voices", "Synthesis") with the API key it returns.
 
 
 # -- admin -----------------------------------------------------------------------------------------
-def _accounts() -> Any:
-    from qwen3_tts_server.db.session import make_engine, make_session_factory, upgrade
-    from qwen3_tts_server.services.accounts import AccountService
+def _accounts() -> AccountService:
+    """The account service, built by the same composition root as the server's."""
+    from qwen3_tts_server.composition import build_context
 
-    settings = resolve_secrets(_settings())
-    assert settings.hmac_secret is not None
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    sessions = make_session_factory(engine)
-    return AccountService(sessions, settings.hmac_secret.get_secret_value()), sessions
+    return build_context(_settings()).accounts
 
 
 def _admin_call(action: Any) -> Any:
@@ -142,7 +140,7 @@ def create_user(
     quota: Annotated[int | None, typer.Option(help="Lifetime token quota.", min=0)] = None,
 ) -> None:
     """Create a user and print its id."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     _print_json({"user_id": accounts.create_user(name, quota)})
 
 
@@ -152,7 +150,7 @@ def invite(
     hours: Annotated[int, typer.Option(help="Hours until the code expires (1..720).")] = 24,
 ) -> None:
     """Create a single-use invite code for a user (they exchange it for an API key)."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     code = _admin_call(lambda: accounts.create_invite(user_id, hours))
     _print_json({"invite_code": code, "expires_hours": hours})
 
@@ -160,9 +158,6 @@ def invite(
 @admin_app.command("list-users")
 def list_users_command() -> None:
     """List users with their usage totals."""
-    from qwen3_tts_server.services.accounts import list_users
-
-    _, sessions = _accounts()
     _print_json(
         [
             {
@@ -173,7 +168,7 @@ def list_users_command() -> None:
                 "created_at": user.created_at.isoformat(),
                 "usage": user.usage.as_dict(),
             }
-            for user in list_users(sessions)
+            for user in _accounts().list_users()
         ]
     )
 
@@ -181,7 +176,7 @@ def list_users_command() -> None:
 @admin_app.command()
 def disable(user_id: int) -> None:
     """Disable a user: all their keys answer 403 until enabled again."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     _admin_call(lambda: accounts.set_active(user_id, False))
     _print_json({"user_id": user_id, "status": "disabled"})
 
@@ -189,7 +184,7 @@ def disable(user_id: int) -> None:
 @admin_app.command()
 def enable(user_id: int) -> None:
     """Enable a disabled user again."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     _admin_call(lambda: accounts.set_active(user_id, True))
     _print_json({"user_id": user_id, "status": "enabled"})
 
@@ -197,14 +192,14 @@ def enable(user_id: int) -> None:
 @admin_app.command("list-keys")
 def list_keys(user_id: int) -> None:
     """List a user's API keys (prefixes only; keys themselves are never stored)."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     _print_json([vars(key) for key in _admin_call(lambda: accounts.list_keys(user_id))])
 
 
 @admin_app.command("revoke-key")
 def revoke_key(user_id: int, key_id: int) -> None:
     """Revoke one API key of a user."""
-    accounts, _ = _accounts()
+    accounts = _accounts()
     _admin_call(lambda: accounts.revoke_key(user_id, key_id))
     _print_json({"key_id": key_id, "status": "revoked"})
 

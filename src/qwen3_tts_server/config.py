@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qwen3_tts_server.values import Sampling
+
 log = logging.getLogger(__name__)
 
 #: Where each model variant lives below MODELS_DIR: the last part of its repo id, like the
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     batch_discount_max: float = Field(1.00, gt=0, le=1)
     batch_discount_ewma_alpha: float = Field(0.10, gt=0, le=1)
 
+    #: Sampling for every call that does not choose its own (defaults stated once, in Sampling).
+    sampling_temperature: float = Field(Sampling.temperature, gt=0, le=2)
+    sampling_top_k: int = Field(Sampling.top_k, ge=1)
+    sampling_top_p: float = Field(Sampling.top_p, gt=0, le=1)
+    sampling_repetition_penalty: float = Field(Sampling.repetition_penalty, gt=0)
+
     queue_max: int = Field(64, ge=1)
     engine_max_batch: int = Field(8, ge=1)
     job_timeout_s: float = Field(600.0, gt=0)
@@ -80,6 +88,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    def sampling(self, temperature: float | None = None, seed: int | None = None) -> Sampling:
+        """A call's sampling: what the caller chose, the configured defaults for the rest."""
+        return Sampling(
+            temperature=self.sampling_temperature if temperature is None else temperature,
+            top_k=self.sampling_top_k,
+            top_p=self.sampling_top_p,
+            repetition_penalty=self.sampling_repetition_penalty,
+            seed=seed,
+        )
 
     @property
     def resolved_media_dir(self) -> Path:

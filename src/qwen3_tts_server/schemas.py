@@ -152,13 +152,18 @@ class TTSRequest(BaseModel):
     voice_id: RowId
     store: bool = False
     language: Text = Field("auto", examples=["English"])
-    temperature: float = Field(1.0, gt=0.0, le=2.0)
-    format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm")
+    temperature: float | None = Field(
+        None,
+        gt=0.0,
+        le=2.0,
+        description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
+    )
+    format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm | aac")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
     stream: bool = Field(
         False,
         description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
-        "The response then has no X-Latency-Ms.",
+        "The response then has no X-Latency-Ms (X-First-Audio-Ms instead).",
     )
 
     @model_validator(mode="after")
@@ -185,7 +190,7 @@ class OpenAISpeechRequest(BaseModel):
     voice: Text = Field(
         min_length=1, description="Your voice's id (`12`, `voice:12`) or name.", examples=["Geoff"]
     )
-    response_format: Text = Field("mp3", description="mp3 | opus | wav | flac | pcm | ogg")
+    response_format: Text = Field("mp3", description="mp3 | opus | aac | wav | flac | pcm | ogg")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="Only 1.0 is supported.")
     instructions: Text | None = Field(
         None, description="Accepted for compatibility; cloned voices ignore it."

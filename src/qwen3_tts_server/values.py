@@ -1,12 +1,14 @@
-"""Plain value types shared by the engine, the audio codecs and the services.
+"""Plain value types shared by the engine, the audio codecs, the database and the services.
 
 They live outside every layer so that `audio` can speak of `Audio` without importing the engine,
-and services can describe sampling settings without importing model code.
+services can describe sampling settings without importing model code, and the ledger, usage
+totals and the database schema agree on one set of generation statuses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -31,10 +33,50 @@ class Sampling:
     qwen-tts applies sampling per call, not per item, so only jobs with equal `Sampling` may be
     merged into one batch. A seeded job is never merged: padding next to other texts would make
     its output depend on its neighbours, and a seed promises reproducible audio.
+
+    These defaults are the only statement of each default: `Settings` takes its SAMPLING_*
+    defaults from here, and services build every request's sampling from `Settings.sampling`.
+    (`temperature` 1.0 is the original API's documented default.)
     """
 
-    temperature: float = 0.9
+    temperature: float = 1.0
     top_k: int = 50
     top_p: float = 1.0
     repetition_penalty: float = 1.05
     seed: int | None = None
+
+
+class GenerationStatus(StrEnum):
+    """Where a generation or batch row stands; stored as its string value.
+
+    Only `OK` rows are counted and charged. `STREAMING` is a stream still sending audio;
+    `INTERRUPTED` is a stream the server stopped without settling (a crash, found at start-up).
+    """
+
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    STREAMING = "streaming"
+    INTERRUPTED = "interrupted"
+
+
+class FinishReason(StrEnum):
+    """Why the model stopped speaking a text (the step-loop engine reports it per request)."""
+
+    EOS = "eos"
+    LENGTH = "length"
+    SILENCE = "silence"
+    CANCELLED = "cancelled"
+
+
+_MIB = 1024 * 1024
+
+
+def format_size(n_bytes: int) -> str:
+    """A configured byte limit as an operator wrote it: whole MiB as "20 MiB", else bytes.
+
+    Decimal megabytes ("20.9715 MB" for 20 MiB) named no number anybody configured.
+    """
+    if n_bytes >= _MIB and n_bytes % _MIB == 0:
+        return f"{n_bytes // _MIB} MiB"
+    return f"{n_bytes} bytes"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen3_tts_server.app import EngineLoader
+from qwen3_tts_server.composition import EngineLoader
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.qwen import (

@@ -15,10 +15,26 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from postgres import local_cluster, new_database
-from support import AppFactory, make_settings
+from support import AppFactory, make_settings, unavailable
 
 from qwen3_tts_server.app import EngineLoader, create_app
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(available, reason): skip when `available` is false, or fail under "
+        "REQUIRE_ALL_TESTS=1 (CI)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Apply `needs` marks: a missing tool skips the test, or fails it in CI."""
+    for mark in item.iter_markers("needs"):
+        available, reason = mark.args
+        if not available:
+            unavailable(reason)
 
 
 def no_model() -> Engine:
@@ -102,7 +118,7 @@ def postgres_server() -> Iterator[str]:
     """A PostgreSQL server URL for this session (skips where PostgreSQL cannot run)."""
     with local_cluster() as url:
         if url is None:
-            pytest.skip("PostgreSQL is not installed here (Debian package `postgresql`)")
+            unavailable("PostgreSQL is not installed here (Debian package `postgresql`)")
         yield url
 
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from support import ADMIN_TOKEN, AppFactory, admin_headers, new_user_key
 
 from qwen3_tts_server.db.models import Invite
+from qwen3_tts_server.db.session import make_engine, make_session_factory
 
 
 def test_invite_flow_gives_a_working_key(client: TestClient) -> None:
@@ -55,7 +56,7 @@ def test_create_user_with_body_and_listing(client: TestClient) -> None:
     assert user["created_at"].endswith("Z") or "+00:00" in user["created_at"]
 
 
-def test_invite_reuse_expiry_and_unknown_code(client: TestClient) -> None:
+def test_invite_reuse_expiry_and_unknown_code(client: TestClient, tmp_path: Path) -> None:
     user_id = client.post("/admin/users", headers=admin_headers()).json()["user_id"]
     code = client.post(f"/admin/users/{user_id}/invites", headers=admin_headers()).json()[
         "invite_code"
@@ -71,11 +72,12 @@ def test_invite_reuse_expiry_and_unknown_code(client: TestClient) -> None:
 
     # Age an invite in the database itself: expiry is judged by the server's clock.
     expiring = client.post(f"/admin/users/{user_id}/invites", headers=admin_headers()).json()
-    sessions = client.app.state.context.sessions
-    with sessions.begin() as session:
+    db = make_engine(f"sqlite:///{tmp_path / 'data' / 'db.sqlite3'}")
+    with make_session_factory(db).begin() as session:
         newest = session.query(Invite).order_by(Invite.id.desc()).first()
         assert newest is not None
         newest.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    db.dispose()
     expired = client.post("/auth/exchange-invite", json={"invite_code": expiring["invite_code"]})
     assert expired.status_code == 403 and expired.json()["detail"] == "Invite expired"
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from qwen3_tts_server.engine.base import (
 )
 from qwen3_tts_server.engine.compat import import_qwen_tts
 from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
-from qwen3_tts_server.engine.qwen import QwenEngine, resolve_model_paths
+from qwen3_tts_server.engine.qwen import TINY_MARKER, QwenEngine, resolve_model_paths
 from qwen3_tts_server.engine.tiny import make_tiny_models
 
 FRAME = 1920  # samples per 80 ms codec frame at 24 kHz
@@ -44,35 +46,84 @@ def assert_plausible(clip: Audio, engine: QwenEngine) -> None:
     assert np.isfinite(clip.samples).all() and float(np.abs(clip.samples).max()) > 0
 
 
-def read(engine: QwenEngine, data: bytes) -> PromptData:
-    config = engine.info()
-    return decode_prompt(
-        data, model_id=config.base_model_id, embedding_size=32, code_groups=4, codebook_size=64
-    )
+@pytest.fixture(scope="module")
+def base_config(tiny_models_dir: Path) -> dict[str, Any]:
+    """The base model's own config.json: what the expectations below are derived from."""
+    config: dict[str, Any] = json.loads((tiny_models_dir / "base" / "config.json").read_text())
+    return config
 
 
-def test_info_describes_the_loaded_models(engine: QwenEngine) -> None:
+def prompt_shape(config: dict[str, Any]) -> dict[str, int]:
+    """A prompt's dimensions as the model files state them."""
+    talker = config["talker_config"]
+    return {
+        "embedding_size": config["speaker_encoder_config"]["enc_dim"],
+        "code_groups": talker["num_code_groups"],
+        "codebook_size": talker["code_predictor_config"]["vocab_size"],
+    }
+
+
+@pytest.fixture
+def read(engine: QwenEngine, base_config: dict[str, Any]) -> Callable[[bytes], PromptData]:
+    """Decode prompt bytes for this model, with the dimensions from its config.json."""
+    model_id = engine.info().base_model_id
+    return lambda data: decode_prompt(data, model_id=model_id, **prompt_shape(base_config))
+
+
+def test_info_describes_the_loaded_models(engine: QwenEngine, base_config: dict[str, Any]) -> None:
     info = engine.info()
-    assert info.base_model_id == "tiny-seed0:32"
+    # The tiny model is named by its seed (0, as conftest builds it) and, like every model, by
+    # its speaker-embedding width, so a prompt from another size is never fed to it.
+    assert base_config[TINY_MARKER] == 0
+    assert info.base_model_id == f"tiny-seed0:{base_config['speaker_encoder_config']['enc_dim']}"
     assert (info.device, info.dtype, info.sample_rate) == ("cpu", "float32", 24000)
     assert info.has_voice_design and info.has_custom_voice
     assert {"vivian", "ryan", "eric", "dylan"} <= set(info.speakers)
 
 
 def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
-    engine.warm_up()
+    """Each loaded model's talker and speech decoder run at least once during warm-up."""
+    models = {
+        "base": engine._base.model,
+        "voice_design": engine._voice_design.model,
+        "custom_voice": engine._custom_voice.model,
+    }
+    watched = {
+        f"{name} {part}": module
+        for name, model in models.items()
+        for part, module in (
+            ("talker", model.talker),
+            ("decoder", model.speech_tokenizer.model.decoder),
+        )
+    }
+    ran: set[str] = set()
+    hooks = [
+        module.register_forward_pre_hook(lambda *_, label=label: ran.add(label))
+        for label, module in watched.items()
+    ]
+    try:
+        engine.warm_up()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == set(watched)
 
 
 def test_prompt_creation_icl_and_x_vector(
-    engine: QwenEngine, make_audio: Callable[..., Audio]
+    engine: QwenEngine,
+    make_audio: Callable[..., Audio],
+    read: Callable[[bytes], PromptData],
+    base_config: dict[str, Any],
 ) -> None:
-    icl = read(engine, engine.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
+    icl = read(engine.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
     assert icl.icl and not icl.x_vector_only and icl.ref_text == "Hello there."
-    assert icl.ref_code is not None and icl.ref_code.shape == (19, 4)  # ceil(1.5 s x 12.5)
-    assert icl.spk_embedding.shape == (32,)
+    shape = prompt_shape(base_config)
+    assert icl.ref_code is not None  # ceil(1.5 s x 12.5 frames/s) frames of every code group
+    assert icl.ref_code.shape == (19, shape["code_groups"])
+    assert icl.spk_embedding.shape == (shape["embedding_size"],)
 
     # 16 kHz input: resampled to 24 kHz inside qwen-tts; a blank transcript means x-vector only
-    xvec = read(engine, engine.create_prompt(make_audio(sample_rate=16000), "   "))
+    xvec = read(engine.create_prompt(make_audio(sample_rate=16000), "   "))
     assert xvec.x_vector_only and not xvec.icl
     assert xvec.ref_code is None and xvec.ref_text is None
 
@@ -92,13 +143,13 @@ def test_prompt_creation_refuses_unusable_audio(
 
 
 def test_prompt_bytes_round_trip_exactly(
-    engine: QwenEngine, voice_prompts: dict[str, bytes]
+    engine: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
 ) -> None:
     for data in voice_prompts.values():
-        prompt = read(engine, data)
+        prompt = read(data)
         assert encode_prompt(prompt, engine.info().base_model_id) == data
-    icl = read(engine, voice_prompts["icl"])
-    again = read(engine, encode_prompt(icl, engine.info().base_model_id))
+    icl = read(voice_prompts["icl"])
+    again = read(encode_prompt(icl, engine.info().base_model_id))
     assert again.ref_code is not None and icl.ref_code is not None
     assert torch.equal(again.ref_code, icl.ref_code)
     assert torch.equal(again.spk_embedding, icl.spk_embedding)
@@ -172,8 +223,10 @@ def test_bad_inputs_are_invalid_input(engine: QwenEngine, voice_prompts: dict[st
     assert engine.synthesize([], Sampling()) == []
 
 
-def test_foreign_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
-    prompt = read(engine, voice_prompts["icl"])
+def test_foreign_prompts_are_refused(
+    engine: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
+) -> None:
+    prompt = read(voice_prompts["icl"])
     other_model = encode_prompt(prompt, "Qwen3-TTS-12Hz-1.7B-Base:2048")
     wider = PromptData(None, torch.zeros(2048), True, False, None)
     same_id_other_size = encode_prompt(wider, engine.info().base_model_id)
@@ -182,7 +235,9 @@ def test_foreign_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str
             engine.synthesize([SynthItem("Hi.", "english", data)], Sampling())
 
 
-def test_damaged_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+def test_damaged_prompts_are_refused(
+    engine: QwenEngine, voice_prompts: dict[str, bytes], base_config: dict[str, Any]
+) -> None:
     data = voice_prompts["icl"]
     rng = np.random.default_rng(0)
     damaged = [b"", b"\x00" * 7, b"not a prompt at all", rng.bytes(len(data))]
@@ -194,9 +249,7 @@ def test_damaged_prompts_are_refused(engine: QwenEngine, voice_prompts: dict[str
     model_id = engine.info().base_model_id
     for blob in damaged:
         with pytest.raises(PromptCorrupt):
-            decode_prompt(
-                blob, model_id=model_id, embedding_size=32, code_groups=4, codebook_size=64
-            )
+            decode_prompt(blob, model_id=model_id, **prompt_shape(base_config))
     with pytest.raises(PromptCorrupt):
         engine.synthesize([SynthItem("Hi.", "english", damaged[-1])], Sampling())
 

@@ -16,9 +16,9 @@ from support import run_seed_flow
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("make") is None or not (REPO / ".venv" / "bin" / "qwen3-tts-server").exists(),
-    reason="needs make and the project's .venv (made by `make test`)",
+pytestmark = pytest.mark.needs(
+    shutil.which("make") is not None and (REPO / ".venv" / "bin" / "qwen3-tts-server").exists(),
+    "needs make and the project's .venv (made by `make test`)",
 )
 
 

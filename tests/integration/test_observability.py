@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from support import AppFactory, admin_headers
+from support import AppFactory, admin_headers, clone_voice, new_user_key
 
-from qwen3_tts_server.engine.base import CustomItem, EngineInfo, SynthItem
+from qwen3_tts_server.engine.base import CustomItem, Engine, EngineInfo, SynthItem
 from qwen3_tts_server.observability import configure_logging
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -153,10 +153,9 @@ class IdleEngine:
 
 
 def test_ready_model_and_batches_reach_the_scrape(make_client: AppFactory) -> None:
+    """The app's own wiring feeds the batch histograms: nothing is hooked up here."""
     client = make_client(IdleEngine)
-    metrics = app_of(client).state.metrics
     scheduler = app_of(client).state.context.runtime.loaded().scheduler
-    scheduler.on_batch = metrics.observe_batch  # what app wiring does when it builds the scheduler
     asyncio.run(scheduler.design("Hello.", "a calm voice", "english", Sampling()))
 
     samples = scrape(client)
@@ -172,23 +171,32 @@ def test_ready_model_and_batches_reach_the_scrape(make_client: AppFactory) -> No
     assert value(samples, "qwen3_tts_engine_batch_size_sum", op="design") == 1
 
 
-def test_tokens_and_audio_seconds_counters(client: TestClient) -> None:
-    metrics = app_of(client).state.metrics
-    metrics.record_tokens("tts", 12)
-    metrics.record_tokens("batchtts", 90)
-    metrics.record_tokens("tts", 3)
-    metrics.record_audio_seconds(1.5)
-    metrics.record_audio_seconds(2.25)
+def test_charges_and_audio_reach_the_scrape(make_client: AppFactory, engine: Engine) -> None:
+    """Real calls, counted by the routes: tokens per kind are the X-Tokens-Used (and voice
+    cost) the calls charged, audio seconds are what /usage reports."""
+    client = make_client(lambda: engine)
+    _, headers = new_user_key(client)
+    voice_id = clone_voice(client, headers)
+    tts = client.post("/tts", headers=headers, json={"text": "Count me.", "voice_id": voice_id})
+    batch = client.post(
+        "/batchtts", headers=headers, json={"texts": ["One.", "Two, too."], "voice_id": voice_id}
+    )
+    assert tts.status_code == batch.status_code == 200
     samples = scrape(client)
-    assert value(samples, "qwen3_tts_tokens_charged_total", kind="tts") == 15
-    assert value(samples, "qwen3_tts_tokens_charged_total", kind="batchtts") == 90
-    assert value(samples, "qwen3_tts_audio_seconds_generated_total") == 3.75
+    usage = client.get("/usage", headers=headers).json()
+    charged = "qwen3_tts_tokens_charged_total"
+    assert value(samples, charged, kind="clonevoice") == usage["tokens_used_voices"] > 0
+    assert value(samples, charged, kind="tts") == int(tts.headers["x-tokens-used"]) == 9
+    assert value(samples, charged, kind="batchtts") == int(batch.headers["x-tokens-used"]) > 0
+    assert value(samples, "qwen3_tts_audio_seconds_generated_total") == pytest.approx(
+        usage["audio_seconds_total"], abs=1e-3
+    )
 
 
 def test_each_app_has_its_own_metrics(make_client: AppFactory, tmp_path: Path) -> None:
     first = make_client(data_dir=tmp_path / "one")
     second = make_client(data_dir=tmp_path / "two")
-    app_of(first).state.metrics.record_tokens("tts", 7)
+    app_of(first).state.context.metrics.record_tokens("tts", 7)
     first.get("/health")
     samples = scrape(second)
     assert value(samples, "qwen3_tts_tokens_charged_total", kind="tts") == 0

@@ -15,7 +15,7 @@ from support import ADMIN_TOKEN, run_seed_flow
 from conftest import LiveServer
 from qwen3_tts_server.engine.base import Engine
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+pytestmark = pytest.mark.needs(shutil.which("curl") is not None, "curl is not installed")
 
 
 def test_seed_readme_examples_work_as_written(

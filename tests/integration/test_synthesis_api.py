@@ -5,15 +5,23 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import threading
+import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import av
+import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 from support import AppFactory, clone_voice, new_user_key
 
-from qwen3_tts_server.engine.base import Engine
+from qwen3_tts_server.audio.encode import FORMATS
+from qwen3_tts_server.engine.base import Engine, SynthItem
+from qwen3_tts_server.values import Audio, Sampling
 
 
 @pytest.fixture
@@ -51,12 +59,73 @@ def test_tts_returns_audio_with_headers(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == media_type
     assert response.headers["x-tokens-used"] == str(len(text.strip()))
-    assert int(response.headers["x-latency-ms"]) > 0
     assert int(response.headers["x-generation-id"]) > 0
     info = sf.info(io.BytesIO(response.content))
     assert info.format == container and info.samplerate == 24000 and info.frames > 0
-    exposed = response.headers.get("access-control-expose-headers", "")
-    assert exposed == "" or "X-Generation-Id" in exposed
+
+
+class HeldEngine:
+    """The session engine, whose first synthesis call waits until the test releases it."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+        if not self.holding.is_set():
+            self.holding.set()
+            self.release.wait(60)
+        return self.inner.synthesize(items, sampling)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_latency_is_model_time_and_queue_time_is_separate(
+    make_client: AppFactory, engine: Engine, tmp_path: Path
+) -> None:
+    """A request queued behind a held model call waits at least as long as the test holds it:
+    that wait is X-Queue-Ms, not X-Latency-Ms. Both are what the generation row keeps, and
+    together they fit inside the request as the client saw it."""
+    held = HeldEngine(engine)
+    api = make_client(load_engine=lambda: held)
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
+    scheduler = api.app.state.context.runtime.loaded().scheduler
+    body = {"text": "Time me.", "voice_id": voice_id}
+    ahead = threading.Thread(target=lambda: api.post("/tts", headers=headers, json=body))
+    ahead.start()
+    assert held.holding.wait(60)
+    seen: dict[str, Any] = {}
+
+    def queued_request() -> None:
+        started = time.perf_counter()
+        seen["response"] = api.post("/tts", headers=headers, json=body)
+        seen["elapsed_ms"] = (time.perf_counter() - started) * 1000
+
+    behind = threading.Thread(target=queued_request)
+    behind.start()
+    deadline = time.monotonic() + 60
+    while scheduler.queue_depth < 1:
+        assert time.monotonic() < deadline, "the second request never reached the queue"
+        time.sleep(0.01)
+    time.sleep(0.3)  # the queued request now waits at least this long
+    held.release.set()
+    ahead.join(60)
+    behind.join(60)
+    response = seen["response"]
+    assert response.status_code == 200, response.text
+    latency_ms = int(response.headers["x-latency-ms"])
+    queue_ms = int(response.headers["x-queue-ms"])
+    assert queue_ms >= 300 and latency_ms > 0
+    assert latency_ms + queue_ms <= seen["elapsed_ms"]
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        row = db.execute(
+            "SELECT latency_ms, queue_ms FROM generations WHERE id = ?",
+            (int(response.headers["x-generation-id"]),),
+        ).fetchone()
+    assert row == (latency_ms, queue_ms)
 
 
 def test_cors_exposes_metadata_headers_to_browsers(
@@ -68,24 +137,39 @@ def test_cors_exposes_metadata_headers_to_browsers(
         headers={**headers, "Origin": "https://app.example"},
         json={"text": "Hi.", "voice_id": voice_id},
     )
-    exposed = response.headers["access-control-expose-headers"]
-    for name in ("X-Generation-Id", "X-Tokens-Used", "X-Latency-Ms"):
+    exposed = [
+        name.strip() for name in response.headers["access-control-expose-headers"].split(",")
+    ]
+    for name in ("X-Generation-Id", "X-Tokens-Used", "X-Latency-Ms", "X-Queue-Ms"):
         assert name in exposed
 
 
-def test_long_text_is_split_and_joined(api: TestClient, user: tuple[dict[str, str], int]) -> None:
-    headers, voice_id = user
-    text = " ".join(f"This is sentence number {n}, with a pause." for n in range(12))
-    response = api.post(
-        "/tts", headers=headers, json={"text": text, "voice_id": voice_id, "seed": 3}
-    )
+def _zero_runs(samples: np.ndarray, at_least: int) -> int:
+    """How many runs of at least `at_least` consecutive exact zeros `samples` holds."""
+    padded = np.concatenate(([1], samples, [1]))
+    edges = np.flatnonzero(np.diff((padded == 0).astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    return int(np.sum(ends - starts >= at_least))
+
+
+def test_long_text_is_split_and_joined(make_client: AppFactory, engine: Engine) -> None:
+    """With CHUNK_MAX_CHARS=20 each short sentence is its own item of one model job (12 items:
+    calls of 8 and 4 with ENGINE_MAX_BATCH=8), and the file is the sentences joined with a
+    0.12 s silence (2880 samples at 24 kHz) between each two: 11 pauses."""
+    api = make_client(load_engine=lambda: engine, chunk_max_chars=20)
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
+    scheduler = api.app.state.context.runtime.loaded().scheduler
+    items_before = scheduler.stats.items_run
+    text = " ".join(f"Sentence {n} ends." for n in range(12))
+    response = api.post("/tts", headers=headers, json={"text": text, "voice_id": voice_id})
     assert response.status_code == 200, response.text
-    short = api.post(
-        "/tts", headers=headers, json={"text": "One sentence.", "voice_id": voice_id, "seed": 3}
-    )
-    long_frames = sf.info(io.BytesIO(response.content)).frames
-    assert long_frames > sf.info(io.BytesIO(short.content)).frames
     assert response.headers["x-tokens-used"] == str(len(text))
+    assert scheduler.stats.items_run - items_before == 12
+    assert list(scheduler.stats.last_batch_sizes)[-2:] == [8, 4]
+    samples, rate = sf.read(io.BytesIO(response.content), dtype="int16")
+    assert rate == 24000
+    assert _zero_runs(samples, 2880) == 11
 
 
 def test_same_seed_same_audio(api: TestClient, user: tuple[dict[str, str], int]) -> None:
@@ -161,6 +245,9 @@ def test_batch_zip_manifest_headers_and_pricing(
     assert manifest["batch_id"] == int(response.headers["x-batch-id"])
     assert manifest["latency_ms_total"] == int(response.headers["x-latency-ms-total"])
     assert [item["chars"] for item in manifest["items"]] == [len(t) for t in texts]
+    # floor(51 x 0.9) = 45; the items' floors (9, 10, 25) lose one token, which goes to the
+    # item with the largest remainder (11 x 0.9 = 9.9), so the items add up to the batch.
+    assert [item["tokens"] for item in manifest["items"]] == [10, 10, 25]
     stored = api.get(f"/getstored/{manifest['generation_ids'][0]}", headers=headers)
     assert stored.content == first_item
 
@@ -171,22 +258,87 @@ def test_batch_zip_manifest_headers_and_pricing(
     assert voice["use_count"] == 1
 
 
-def test_batch_discount_calibrates_from_history(
-    api: TestClient, user: tuple[dict[str, str], int], tmp_path: Path
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_batch_states_its_sample_rate_for_every_format(
+    api: TestClient, user: tuple[dict[str, str], int], fmt: str
 ) -> None:
-    """The first batch pays the default; its timing (vs single requests) moves later prices."""
+    """A `pcm` file has no header: the ZIP must say its rate, and says it the same for all."""
     headers, voice_id = user
-    api.post("/tts", headers=headers, json={"text": "A baseline sentence.", "voice_id": voice_id})
-    body = {"texts": ["One.", "Two.", "Three.", "Four."], "voice_id": voice_id}
+    body = {"texts": ["One.", "Two."], "voice_id": voice_id, "format": fmt}
+
+    response = api.post("/batchtts", headers=headers, json=body)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-sample-rate"] == "24000"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        first = archive.read(f"0.{FORMATS[fmt].extension}")
+    assert manifest["sample_rate"] == 24000
+    if fmt == "pcm":  # 16-bit mono at the stated rate lasts what the manifest says
+        seconds = len(first) / 2 / manifest["sample_rate"]
+        assert seconds == pytest.approx(manifest["items"][0]["duration_s"], abs=0.001)
+    elif fmt == "aac":
+        with av.open(io.BytesIO(first)) as container:
+            assert container.streams.audio[0].sample_rate == manifest["sample_rate"]
+    else:  # Opus: the header's input rate (decoders always play Opus at 48 kHz)
+        assert sf.info(io.BytesIO(first)).samplerate == manifest["sample_rate"]
+
+
+class SteadyEngine:
+    """Real voice prompts; every synthesis call takes a fixed 0.2 s whatever its size (and
+    returns silence), so a batch's efficiency against single requests lands inside the
+    discount's clamp, where a wrong formula shows."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+        time.sleep(0.2)
+        return [Audio(np.zeros(2400, dtype=np.float32), 24000) for _ in items]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_batch_discount_calibrates_from_history(
+    make_client: AppFactory, engine: Engine, tmp_path: Path
+) -> None:
+    """The README's rule, recomputed from what the rows recorded: S = a single request's model
+    ms per character; after a batch, D = clamp(0.9 x (1 - 0.1) + 0.1 x clamp(L / (S x C))),
+    clamped to [0.6, 1.0], and the next batch pays D rounded to 3 decimals. (20 characters
+    alone, then 28 in one call of the same length: an efficiency near 0.71.)"""
+    api = make_client(load_engine=lambda: SteadyEngine(engine))
+    _, headers = new_user_key(api)
+    voice_id = clone_voice(api, headers)
+    single = api.post(
+        "/tts", headers=headers, json={"text": "A baseline sentence.", "voice_id": voice_id}
+    )
+    body = {"texts": ["One two three.", "Four five six."], "voice_id": voice_id}
     first = api.post("/batchtts", headers=headers, json=body)
     assert first.headers["x-batch-discount-used"] == "0.9"
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         stored = dict(db.execute("SELECT key, value FROM runtime_stats").fetchall())
+        [(single_ms, single_chars)] = db.execute(
+            "SELECT latency_ms, chars FROM generations WHERE id = ?",
+            (int(single.headers["x-generation-id"]),),
+        )
+        [(batch_ms, batch_chars)] = db.execute(
+            "SELECT latency_ms_total, chars FROM batches WHERE id = ?",
+            (int(first.headers["x-batch-id"]),),
+        )
+    assert batch_ms == int(first.headers["x-latency-ms-total"])  # model time, no queue
+
+    def clamp(value: float) -> float:
+        return min(1.0, max(0.6, value))
+
+    per_char = single_ms / single_chars
+    assert stored["single_latency_per_char_ms"] == pytest.approx(per_char)
+    efficiency = batch_ms / (per_char * batch_chars)
+    assert 0.6 < efficiency < 1.0  # inside the clamp: the formula decides the result
+    expected = clamp(0.9 * 0.9 + 0.1 * clamp(efficiency))
+    assert stored["batch_discount_current"] == pytest.approx(round(expected, 5))
     second = api.post("/batchtts", headers=headers, json=body)
-    assert float(second.headers["x-batch-discount-used"]) == round(
-        stored["batch_discount_current"], 3
-    )
-    assert 0.6 <= stored["batch_discount_current"] <= 1.0
+    assert second.headers["x-batch-discount-used"] == str(round(round(expected, 5), 3))
 
 
 @pytest.mark.parametrize(
@@ -196,7 +348,7 @@ def test_batch_discount_calibrates_from_history(
         ({"text": "   "}, 400, "Text must not be empty"),
         ({"text": ""}, 422, ""),
         ({"text": "x" * 3001}, 400, "Text too long (max 3000)"),
-        ({"text": "Hi.", "format": "aac"}, 400, "wav, mp3, ogg"),
+        ({"text": "Hi.", "format": "m4a"}, 400, "wav, mp3, ogg"),
         ({"text": "Hi.", "language": "Klingon"}, 400, "english"),
         ({"text": "Hi.", "temperature": 0}, 422, ""),
         ({"text": "Hi.", "temperature": 9}, 422, ""),

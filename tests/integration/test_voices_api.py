@@ -144,18 +144,38 @@ def test_bad_uploads_are_4xx_and_leave_nothing(api: TestClient, tmp_path: Path, 
     assert api.get("/usage", headers=headers).json()["tokens_used_total"] == 0
 
 
-def test_upload_limits_and_field_errors(make_client: AppFactory, engine: Engine) -> None:
-    api = make_client(load_engine=lambda: engine, max_upload_bytes=50_000)
+@pytest.mark.parametrize(
+    ("limit", "printed"), [(50_000, "50000 bytes"), (1024 * 1024, "1 MiB")], ids=["bytes", "MiB"]
+)
+def test_upload_limits_say_the_configured_size(
+    make_client: AppFactory, engine: Engine, tmp_path: Path, limit: int, printed: str
+) -> None:
+    """Two 413s: the body cap (middleware, before the form is parsed) and the file's own limit
+    (a body within the cap whose file is over MAX_UPLOAD_BYTES). Both name the limit as it was
+    configured, and neither leaves a blob or charges anything."""
+    api = make_client(load_engine=lambda: engine, max_upload_bytes=limit)
     _, headers = new_user_key(api)
-    big = reference_audio("wav", seconds=3.0)  # 144 KB
-    too_big = api.post(
-        "/clonevoice",
-        headers=headers,
-        data={"name": "x", "transcript": "Words."},
-        files={"file": ("ref.wav", big, "audio/wav")},
-    )
-    assert too_big.status_code == 413 and "MB" in too_big.json()["detail"]
+    rate = 24000  # 16-bit mono WAV: 48 000 bytes a second, plus a 44-byte header
+    just_over = reference_audio("wav", seconds=(limit + 2000) / (2 * rate), rate=rate)
+    far_over = reference_audio("wav", seconds=(2 * limit + 100_000) / (2 * rate), rate=rate)
+    assert limit < len(just_over) < limit + 64 * 1024 < len(far_over)
+    form = {"name": "x", "transcript": "Words."}
+    for upload, detail in (
+        (just_over, f"the upload is larger than {printed}"),
+        (far_over, f"uploads are limited to {printed}"),
+    ):
+        response = api.post(
+            "/clonevoice", headers=headers, data=form, files={"file": ("ref.wav", upload)}
+        )
+        assert response.status_code == 413, response.text
+        assert detail in response.json()["detail"]
+    assert _blob_files(tmp_path) == []
+    assert api.get("/usage", headers=headers).json()["tokens_used_total"] == 0
 
+
+def test_field_errors(make_client: AppFactory, engine: Engine) -> None:
+    api = make_client(load_engine=lambda: engine)
+    _, headers = new_user_key(api)
     small = reference_audio("mp3", seconds=1.5)
     cases = [
         ({"name": "x", "transcript": "   "}, 400, "Transcript must not be empty"),

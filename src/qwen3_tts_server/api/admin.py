@@ -16,7 +16,7 @@ from qwen3_tts_server.schemas import (
     UserCreated,
     UserInfo,
 )
-from qwen3_tts_server.services.accounts import INVITE_HOURS_MAX, INVITE_HOURS_MIN, list_users
+from qwen3_tts_server.services.accounts import INVITE_HOURS_MAX, INVITE_HOURS_MIN
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[AdminOnly], responses=ADMIN_ERRORS
@@ -44,7 +44,7 @@ def get_users(context: Context) -> list[UserInfo]:
             created_at=user.created_at,
             usage=user.usage.as_dict(),
         )
-        for user in list_users(context.sessions)
+        for user in context.accounts.list_users()
     ]
 
 

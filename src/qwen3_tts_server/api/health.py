@@ -1,12 +1,11 @@
-"""Liveness and readiness probes (no auth)."""
+"""Liveness, readiness and metrics probes (no auth)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from qwen3_tts_server.api.deps import Context
-from qwen3_tts_server.db.session import ping
 from qwen3_tts_server.schemas import ReadyStatus, Status
 
 router = APIRouter(tags=["health"])
@@ -26,13 +25,28 @@ def health() -> Status:
 )
 def ready(context: Context) -> JSONResponse:
     """200 when the database answers and the model is loaded and warm; 503 otherwise."""
-    database_ok = ping(context.db)
-    runtime = context.runtime
-    is_ready = database_ok and runtime.ready
+    readiness = context.system.readiness()
     body = ReadyStatus(
-        status="ready" if is_ready else "not_ready",
-        database="ok" if database_ok else "unavailable",
-        model=runtime.status,
-        error=runtime.error,
+        status="ready" if readiness.ready else "not_ready",
+        database="ok" if readiness.database_ok else "unavailable",
+        model=readiness.model,
+        error=readiness.error,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if readiness.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    summary="Prometheus metrics",
+)
+def metrics(request: Request, context: Context) -> Response:
+    """Counters, histograms and gauges in the format the scraper asks for (Accept).
+
+    No authentication, like most Prometheus targets: keep the port off the public internet or
+    block the path at the reverse proxy. It exposes counts and the model's name, never a
+    user's data.
+    """
+    body, content_type = context.metrics.render(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)

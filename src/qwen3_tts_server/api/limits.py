@@ -11,11 +11,17 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qwen3_tts_server.values import format_size
+
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes`: the whole body's cap; `upload_limit`: the configured upload limit it is
+    built from (MAX_UPLOAD_BYTES, plus room for the form), which is what the 413 names."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_limit: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +55,10 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            {"detail": f"Request body too large (max {self.max_bytes / 1_000_000:g} MB)"}
+            {
+                "detail": f"Request body too large: uploads are limited to "
+                f"{format_size(self.upload_limit)}; send a shorter clip or a compressed format"
+            }
         ).encode()
         await send(
             {

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Response
 
 from qwen3_tts_server.api.deps import Context, CurrentUser
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
-from qwen3_tts_server.api.synthesis import synthesize
+from qwen3_tts_server.api.speech_responses import speech_response
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import OpenAISpeechRequest
-from qwen3_tts_server.services.synthesis import SpeechRequest
-from qwen3_tts_server.values import Sampling
+from qwen3_tts_server.services.speech import SpeechRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=USER_ERRORS)
 
@@ -42,8 +41,7 @@ async def speech(body: OpenAISpeechRequest, caller: CurrentUser, context: Contex
         language=body.language,
         format=body.response_format,
         store=False,
-        sampling=Sampling(),
     )
-    return await synthesize(
+    return await speech_response(
         context, caller.user_id, body.input, request, body.stream_format == "audio"
     )

@@ -1,22 +1,34 @@
 """GET /playground: a one-page web UI over the user API, for trying the server in a browser.
 
 The page is static and holds no secret: the user pastes their own API key, and the page calls
-the same routes any client does (same origin, same rules).
+the same routes any client does (same origin, same rules). It needs nothing from outside the
+server (no CDN), so it works offline. /favicon.ico is served too: browsers ask for it on every
+site, and a 404 would show as an error in their console.
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 
 router = APIRouter(tags=["playground"])
 
-_PAGE = files("qwen3_tts_server").joinpath("static/playground.html").read_text(encoding="utf-8")
+_STATIC = files("qwen3_tts_server").joinpath("static")
+_PAGE = _STATIC.joinpath("playground.html").read_text(encoding="utf-8")
+_ICON = _STATIC.joinpath("favicon.ico").read_bytes()
 
 
 @router.get("/playground", response_class=HTMLResponse, summary="Web playground")
 def playground() -> HTMLResponse:
-    """List your voices and usage, clone a voice and hear /tts, with your API key."""
+    """Connect with your API key, make a voice (describe or clone), hear it (streamed or whole),
+    see your usage."""
     return HTMLResponse(_PAGE)
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    return Response(
+        _ICON, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"}
+    )

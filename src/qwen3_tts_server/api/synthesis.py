@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Response
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
-from qwen3_tts_server.context import AppContext
+from qwen3_tts_server.api.speech_responses import speech_response
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import TTSRequest
-from qwen3_tts_server.services.streaming import SpeechStream
-from qwen3_tts_server.services.synthesis import SpeechRequest
-from qwen3_tts_server.values import Sampling
-
-log = logging.getLogger(__name__)
+from qwen3_tts_server.services.speech import SpeechRequest
 
 router = APIRouter(tags=["synthesis"], responses=USER_ERRORS)
 
@@ -31,7 +23,8 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
         language=body.language,
         format=body.format,
         store=body.store,
-        sampling=Sampling(temperature=body.temperature, seed=body.seed),
+        temperature=body.temperature,
+        seed=body.seed,
     )
 
 
@@ -40,84 +33,17 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
 )
 async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """One text → one audio file. Headers: X-Generation-Id, X-Tokens-Used (= characters of the
-    stripped text), X-Latency-Ms (model time), X-Sample-Rate. Long texts are split into
-    sentences, synthesised together and joined.
+    stripped text), X-Latency-Ms (model time only), X-Queue-Ms (time waiting for the model),
+    X-Sample-Rate. Long texts are split into sentences, synthesised together and joined.
 
     With `stream: true` (formats `pcm` and `wav`) the audio is sent with chunked transfer
     encoding as it is made, starting once the first sentences are synthesised; X-Latency-Ms is
-    then unknown and replaced by X-First-Audio-Ms. A stream the client leaves early is
-    recorded as cancelled and costs nothing."""
+    then unknown and replaced by X-First-Audio-Ms (queue wait included). A stream the client
+    leaves early is recorded as cancelled and costs nothing."""
     text = body.payload
     if isinstance(text, list):
         raise BadRequest("Single TTS endpoint expects a single text string, not a list")
-    return await synthesize(context, caller.user_id, text, _speech_request(body), body.stream)
-
-
-async def synthesize(
-    context: AppContext, user_id: int, text: str, request: SpeechRequest, stream: bool
-) -> Response:
-    """One text as a whole file or as a stream (shared by /tts and /v1/audio/speech)."""
-    if stream:
-        return _StreamedSpeech(context, await context.streaming.open(user_id, text, request))
-    speech = await context.synthesis.tts(user_id, text, request)
-    _count(context, speech.tokens_used, speech.duration_s)
-    return Response(
-        speech.data,
-        media_type=speech.media_type,
-        headers={
-            **_headers(speech.extension, speech.generation_id, speech.tokens_used),
-            "X-Latency-Ms": str(speech.latency_ms),
-            "X-Sample-Rate": str(speech.sample_rate),
-        },
-    )
-
-
-def _headers(extension: str, generation_id: int, tokens_used: int) -> dict[str, str]:
-    return {
-        "Content-Disposition": f'attachment; filename="tts.{extension}"',
-        "X-Generation-Id": str(generation_id),
-        "X-Tokens-Used": str(tokens_used),
-    }
-
-
-def _count(context: AppContext, tokens_used: int, audio_seconds: float) -> None:
-    context.metrics.record_tokens("tts", tokens_used)
-    context.metrics.record_audio_seconds(audio_seconds)
-
-
-class _StreamedSpeech(StreamingResponse):
-    """Sends a SpeechStream, then closes it however the response ended.
-
-    Starlette stops iterating a stream whose client went away without closing the iterator,
-    so closing here is what records the generation as cancelled and withdraws its queued jobs.
-    A failure mid-stream cannot become an error response (the headers are gone): the response
-    ends without its final chunk, so the server drops the connection and the client sees an
-    incomplete body, not a short file. Counted in the metrics only once complete (charged).
-    """
-
-    def __init__(self, context: AppContext, stream: SpeechStream) -> None:
-        super().__init__(
-            stream.chunks(),
-            media_type=stream.media_type,
-            headers={
-                **_headers(stream.extension, stream.generation_id, stream.tokens_used),
-                "X-First-Audio-Ms": str(stream.first_audio_ms),
-                "X-Sample-Rate": str(stream.sample_rate),
-            },
-        )
-        self._context = context
-        self._stream = stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except Exception as error:  # recorded by the stream, or by close() below
-            generation_id = self._stream.generation_id
-            log.warning("stream of generation %d ended early: %s", generation_id, error)
-        finally:
-            await self._stream.close()
-        if self._stream.audio_seconds is not None:
-            _count(self._context, self._stream.tokens_used, self._stream.audio_seconds)
+    return await speech_response(context, caller.user_id, text, _speech_request(body), body.stream)
 
 
 @router.post(
@@ -129,7 +55,10 @@ class _StreamedSpeech(StreamingResponse):
 async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
-    it stood before this batch (X-Batch-Discount-Used)."""
+    it stood before this batch (X-Batch-Discount-Used); the items' tokens add up to the total.
+    X-Latency-Ms-Total is model time only; X-Queue-Ms the time the batch waited for the model.
+    Every file's sample rate is in X-Sample-Rate and the manifest's `sample_rate` (a `pcm` file
+    has no header to say it)."""
     texts = body.payload
     if isinstance(texts, str):
         raise BadRequest("Batch TTS endpoint expects a list of text strings, not a single string")
@@ -146,7 +75,9 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
             "X-Batch-Id": str(result.batch_id),
             "X-Tokens-Used": str(result.tokens_used),
             "X-Batch-Discount-Used": str(result.discount_used),
-            "X-Latency-Ms-Total": str(result.latency_ms_total),
+            "X-Latency-Ms-Total": str(result.timing.model_ms),
+            "X-Queue-Ms": str(result.timing.queue_ms),
+            "X-Sample-Rate": str(result.sample_rate),
         },
     )
 

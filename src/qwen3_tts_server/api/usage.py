@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from qwen3_tts_server.api.deps import Context, CurrentUser
 from qwen3_tts_server.api.responses import USER_ERRORS
 from qwen3_tts_server.schemas import UsageOut
-from qwen3_tts_server.services.usage import usage_for
 
 router = APIRouter(tags=["usage"], responses=USER_ERRORS)
 
@@ -18,5 +17,4 @@ def get_usage(caller: CurrentUser, context: Context) -> UsageOut:
 
     `tokens_used_total` includes voice-creation tokens; `voices_created` counts live voices.
     """
-    with context.sessions() as session:
-        return UsageOut(**usage_for(session, caller.user_id).as_dict())
+    return UsageOut(**context.usage.for_user(caller.user_id).as_dict())

@@ -11,7 +11,6 @@ from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
 from qwen3_tts_server.api.uploads import read_upload
 from qwen3_tts_server.audio.encode import FORMATS
-from qwen3_tts_server.db.models import Voice
 from qwen3_tts_server.schemas import (
     DesignVoiceRequest,
     Status,
@@ -20,6 +19,7 @@ from qwen3_tts_server.schemas import (
     VoiceDetailOut,
     VoiceOut,
 )
+from qwen3_tts_server.services.voices import VoiceView
 
 router = APIRouter(tags=["voices"], responses=USER_ERRORS)
 
@@ -28,14 +28,8 @@ def _extension_for(media_type: str) -> str:
     return next((f.extension for f in FORMATS.values() if f.media_type == media_type), "bin")
 
 
-def _summary(voice: Voice) -> VoiceOut:
-    return VoiceOut(
-        voice_id=voice.id,
-        name=voice.name,
-        created_at=voice.created_at,
-        use_count=voice.use_count,
-        language=voice.language,
-    )
+def _summary(voice: VoiceView) -> VoiceOut:
+    return VoiceOut.model_validate(voice, from_attributes=True)
 
 
 @router.post(

@@ -1,8 +1,9 @@
-"""Encode model output into the formats clients ask for, in memory, with libsndfile.
+"""Encode model output into the formats clients ask for, in memory.
 
-libsndfile bundles LAME/mpg123, Vorbis, Opus and FLAC, so no ffmpeg process and no temp file
-is needed. Each call works on its own in-memory buffer and libsndfile handle, and soundfile
-releases the GIL inside the codec, so `encode` is safe and useful to run from a thread pool.
+libsndfile bundles LAME/mpg123, Vorbis, Opus and FLAC; AAC, which it lacks, is FFmpeg's encoder
+linked in through PyAV (`ffmpeg.py`). Neither needs an ffmpeg process or a temp file. Each call
+works on its own in-memory buffer and codec handle, and both libraries release the GIL inside
+the codec, so `encode` is safe and useful to run from a thread pool.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import numpy as np
 import soundfile as sf
 
 from qwen3_tts_server.audio.errors import UnknownFormat
+from qwen3_tts_server.audio.ffmpeg import AAC_RATES, encode_aac
 from qwen3_tts_server.audio.resample import resample
 from qwen3_tts_server.values import Audio
 
 _MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 _OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
+#: The one container written by FFmpeg instead of libsndfile.
+ADTS = "ADTS"
 
 
 @dataclass(frozen=True)
 class AudioFormat:
-    """An output format: what the client sees and how libsndfile writes it."""
+    """An output format: what the client sees and how libsndfile (or FFmpeg) writes it."""
 
     media_type: str
     extension: str
-    container: str  # libsndfile major format
+    container: str  # libsndfile major format, or ADTS (written by FFmpeg's AAC encoder)
     subtype: str
     endian: str = "FILE"
     rates: frozenset[int] | None = None  # rates the codec accepts; None means any
@@ -50,6 +54,8 @@ FORMATS: dict[str, AudioFormat] = {
     # Headerless signed 16-bit little-endian mono at the audio's own rate (OpenAI's "pcm"):
     # the client must learn the rate elsewhere, so the API should say it in a header.
     "pcm": AudioFormat("audio/pcm", "pcm", "RAW", "PCM_16", endian="LITTLE"),
+    # AAC-LC at 64 kbit/s in ADTS frames, as OpenAI's `aac` (see ffmpeg.encode_aac).
+    "aac": AudioFormat("audio/aac", "aac", ADTS, "AAC_LC", rates=AAC_RATES),
 }
 
 
@@ -67,6 +73,8 @@ def encode(audio: Audio, fmt: str) -> bytes:
     rate = spec.rate_for(audio.sample_rate)
     finite = np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0)
     samples = np.clip(resample(finite, audio.sample_rate, rate), -1.0, 1.0)
+    if spec.container == ADTS:
+        return encode_aac(samples, rate)
     buffer = io.BytesIO()
     sf.write(
         buffer,

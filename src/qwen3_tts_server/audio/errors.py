@@ -7,6 +7,8 @@ class so the mapping in `errors.py` stays obvious.
 
 from __future__ import annotations
 
+from qwen3_tts_server.values import format_size
+
 #: What the decoder accepts, worded for clients.
 ACCEPTED_FORMATS = "WAV, MP3, OGG (Vorbis or Opus) or FLAC"
 
@@ -27,7 +29,7 @@ class UploadTooLarge(AudioError):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(
-            f"the upload is larger than {max_bytes / 1_000_000:g} MB; "
+            f"the upload is larger than {format_size(max_bytes)}; "
             "send a shorter clip or a compressed format (MP3, OGG)"
         )
         self.max_bytes = max_bytes

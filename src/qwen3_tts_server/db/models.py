@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -23,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from qwen3_tts_server.values import FinishReason, GenerationStatus
 
 
 def utcnow() -> datetime:
@@ -46,6 +49,19 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _string_enum(kind: type[GenerationStatus] | type[FinishReason]) -> Enum:
+    """A StrEnum stored as its plain value in a VARCHAR(16): no database enum type to migrate
+    when a value is added, but the ORM refuses any string that is not a member."""
+    return Enum(
+        kind,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 class Base(DeclarativeBase):
@@ -112,7 +128,6 @@ class Voice(Base):
         ForeignKey("audio_blobs.sha256", ondelete="SET NULL"), index=True
     )
     prompt: Mapped[bytes] = mapped_column(LargeBinary)
-    prompt_model_id: Mapped[str] = mapped_column(String(256))
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     use_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -133,7 +148,7 @@ class Batch(Base):
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     discount_used: Mapped[float] = mapped_column(Float)
     latency_ms_total: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="ok")
+    status: Mapped[GenerationStatus] = mapped_column(_string_enum(GenerationStatus))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -153,10 +168,14 @@ class Generation(Base):
     temperature: Mapped[float] = mapped_column(Float)
     chars: Mapped[int] = mapped_column(Integer)
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
+    #: Model time only (queue wait is `queue_ms`): what X-Latency-Ms reports and what the batch
+    #: discount is calibrated on.
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    queue_ms: Mapped[int | None] = mapped_column(Integer)
+    finish_reason: Mapped[FinishReason | None] = mapped_column(_string_enum(FinishReason))
     audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     store: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), default="ok")
+    status: Mapped[GenerationStatus] = mapped_column(_string_enum(GenerationStatus))
     error: Mapped[str | None] = mapped_column(Text)
     input_text: Mapped[str | None] = mapped_column(Text)
     audio_sha256: Mapped[str | None] = mapped_column(

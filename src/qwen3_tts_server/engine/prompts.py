@@ -95,14 +95,6 @@ def _read_meta(data: bytes) -> dict[str, Any]:
     return meta
 
 
-def prompt_model_id(data: bytes) -> str:
-    """Which model made these prompt bytes (cheap: reads the header only)."""
-    model_id = _read_meta(bytes(data)).get("model_id")
-    if not isinstance(model_id, str):
-        raise PromptCorrupt("prompt metadata names no model")
-    return model_id
-
-
 def decode_prompt(
     data: bytes, *, model_id: str, embedding_size: int, code_groups: int, codebook_size: int
 ) -> PromptData:

@@ -44,6 +44,16 @@ class IssuedKey:
 
 
 @dataclass(frozen=True)
+class UserSummary:
+    user_id: int
+    name: str | None
+    is_active: bool
+    token_quota: int | None
+    created_at: datetime
+    usage: Usage
+
+
+@dataclass(frozen=True)
 class KeyInfo:
     key_id: int
     key_prefix: str
@@ -67,6 +77,23 @@ class AccountService:
             session.add(user)
             session.flush()
             return user.id
+
+    def list_users(self) -> list[UserSummary]:
+        """Every user with their usage totals (grouped queries, not one per user)."""
+        with self._sessions() as session:
+            users = list(session.scalars(select(User).order_by(User.id)))
+            usage = usage_by_user(session, [user.id for user in users])
+        return [
+            UserSummary(
+                user.id,
+                user.name,
+                user.is_active,
+                user.token_quota,
+                user.created_at,
+                usage[user.id],
+            )
+            for user in users
+        ]
 
     def get_user(self, session: Session, user_id: int) -> User:
         user = session.get(User, user_id)
@@ -186,26 +213,3 @@ class AccountService:
             .execution_options(synchronize_session=False)
         )
         session.commit()
-
-
-@dataclass(frozen=True)
-class UserSummary:
-    user_id: int
-    name: str | None
-    is_active: bool
-    token_quota: int | None
-    created_at: datetime
-    usage: Usage
-
-
-def list_users(sessions: sessionmaker[Session]) -> list[UserSummary]:
-    """Every user with their usage totals (two grouped queries per table, not one per user)."""
-    with sessions() as session:
-        users = list(session.scalars(select(User).order_by(User.id)))
-        usage = usage_by_user(session, [user.id for user in users])
-    return [
-        UserSummary(
-            user.id, user.name, user.is_active, user.token_quota, user.created_at, usage[user.id]
-        )
-        for user in users
-    ]

@@ -10,7 +10,7 @@ one database charges the same price.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -76,12 +76,36 @@ def current_discount(session: Session, policy: DiscountPolicy) -> float:
     return round(policy.clamp(row.value if row else policy.default), 3)
 
 
+def _milli(discount: float) -> int:
+    """D in thousandths: D is rounded to 3 decimals, so integer arithmetic is exact."""
+    return round(discount * 1000)
+
+
 def batch_tokens(chars: int, discount: float) -> int:
-    return math.floor(chars * discount)
+    """floor(C · D), computed exactly (a float product can land just below a whole number)."""
+    return chars * _milli(discount) // 1000
+
+
+def item_tokens(item_chars: Sequence[int], discount: float) -> list[int]:
+    """Each item's share of its batch's charge; the shares add up to `batch_tokens` exactly.
+
+    Every item gets floor(c · D); the tokens those floors lose together go one each to the items
+    with the largest fractional parts (the earlier item first on a tie), so the manifest's
+    per-item tokens and the batch's X-Tokens-Used always agree.
+    """
+    milli = _milli(discount)
+    shares = [chars * milli // 1000 for chars in item_chars]
+    missing = batch_tokens(sum(item_chars), discount) - sum(shares)
+    by_remainder = sorted(
+        range(len(item_chars)), key=lambda index: (-(item_chars[index] * milli % 1000), index)
+    )
+    for index in by_remainder[:missing]:
+        shares[index] += 1
+    return shares
 
 
 def observe_single(session: Session, policy: DiscountPolicy, latency_ms: float, chars: int) -> None:
-    """Fold a successful single request into the per-character baseline S."""
+    """Fold a successful single request's model time (never queue time) into the baseline S."""
     if chars <= 0 or latency_ms <= 0:
         return
     observed = latency_ms / chars
@@ -91,7 +115,10 @@ def observe_single(session: Session, policy: DiscountPolicy, latency_ms: float, 
 
 
 def observe_batch(session: Session, policy: DiscountPolicy, latency_ms: float, chars: int) -> None:
-    """Move D toward this batch's cost relative to single requests (for the next batches)."""
+    """Move D toward this batch's cost relative to single requests (for the next batches).
+
+    `latency_ms` is model time only: time the batch spent queued says nothing about batching.
+    """
     single = _read(session, SINGLE_MS_PER_CHAR)
     if single is None or single.value * chars <= 0 or latency_ms <= 0:
         return

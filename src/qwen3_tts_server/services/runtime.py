@@ -8,14 +8,39 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qwen3_tts_server.engine.base import Engine, EngineInfo
+from qwen3_tts_server.engine.base import Engine, EngineInfo, SynthItem
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.errors import ServiceUnavailable
+from qwen3_tts_server.services.clock import ClockedEngine
+from qwen3_tts_server.values import Audio, Sampling
 
 log = logging.getLogger(__name__)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where a call's time went: waiting for the model, then the model's own work."""
+
+    queue_ms: int
+    model_ms: int
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """Audio of one model job, when it was ready, and how its time was spent."""
+
+    audio: list[Audio]
+    timing: Timing
+    started: float  # perf_counter() when the model began on it
+    ready_at: float  # perf_counter() when its audio was handed back
 
 
 @dataclass(frozen=True)
@@ -24,6 +49,18 @@ class LoadedModel:
 
     scheduler: Scheduler
     info: EngineInfo
+    clock: ClockedEngine
+
+    async def speak(self, items: Sequence[SynthItem], sampling: Sampling) -> Synthesized:
+        """One synthesis job through the scheduler, timed: queue wait until the first model
+        call holding its items began, model time from then until the audio came back."""
+        submitted = time.perf_counter()
+        audio = await self.scheduler.synthesize(items, sampling)
+        ready_at = time.perf_counter()
+        started = self.clock.call_started(items)
+        started = submitted if started is None else min(max(started, submitted), ready_at)
+        timing = Timing(queue_ms=_ms(started - submitted), model_ms=_ms(ready_at - started))
+        return Synthesized(audio, timing, started, ready_at)
 
 
 class ModelRuntime:
@@ -45,10 +82,10 @@ class ModelRuntime:
 
     def _load(self) -> None:
         try:
-            engine = self._load_engine()
+            engine = ClockedEngine(self._load_engine())
             scheduler = self._make_scheduler(engine)
             scheduler.start()
-            self._loaded = LoadedModel(scheduler, engine.info())
+            self._loaded = LoadedModel(scheduler, engine.info(), engine)
             log.info(
                 "model ready: %s on %s", self._loaded.info.base_model_id, self._loaded.info.device
             )

@@ -17,11 +17,15 @@ Pieces are joined with /tts's `join_sentences`, so the stream is, sample for sam
 /tts joins from the same pieces. The pieces themselves come from separate model calls: a
 seeded stream is reproducible, but it is not the seeded /tts audio of the same text.
 
-Bookkeeping: the generation row is made before the response (its id is a header) with status
-"streaming", which is never counted or charged. It becomes "ok", charged once like /tts, when
-the last audio has been handed to the connection; "error" when the model fails mid-stream;
-"cancelled" when the stream is closed before its end (the client went away). Jobs not run yet
-are then withdrawn from the queue. A process that dies mid-stream leaves "streaming" behind.
+Bookkeeping, all through the generation ledger and all in `SpeechStream`: the row is opened
+before the response (its id is a header) with status STREAMING, never counted or charged. It
+is settled OK, charged once like /tts, when the last audio has been handed to the connection;
+ERROR when the model fails mid-stream; CANCELLED when the stream is closed before its end (the
+client went away). Jobs not run yet are then withdrawn from the queue. A process that dies
+mid-stream leaves STREAMING behind, which the next start settles as INTERRUPTED.
+
+Times: X-Queue-Ms is the first job's wait for the model; the row's latency is model time, from
+the first call's start to the last audio.
 
 Only formats written sample by sample can stream: `pcm` (raw s16le) and `wav`, whose header
 says "size unknown" (0xFFFFFFFF), which players and libsndfile read to the end of the stream.
@@ -34,33 +38,22 @@ import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
-from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.scheduler import Scheduler
-from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import BadRequest
-from qwen3_tts_server.services.runtime import ModelRuntime
-from qwen3_tts_server.services.synthesis import (
-    STREAMING,
-    SpeechRequest,
-    SynthesisService,
-    join_sentences,
-)
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
+from qwen3_tts_server.services.runtime import LoadedModel, ModelRuntime, Synthesized, Timing
+from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
+from qwen3_tts_server.services.synthesis import SynthesisService
+from qwen3_tts_server.services.threads import in_thread
+from qwen3_tts_server.values import Audio, GenerationStatus, Sampling
 
 #: Formats whose audio can be sent before all of it exists (see the module docstring).
 STREAMABLE_FORMATS = ("pcm", "wav")
-
-_ERROR = "error"
-_CANCELLED = "cancelled"
-_DONE = "ok"
 
 #: RIFF and data chunk sizes meaning "unknown: read to the end of the stream".
 _UNKNOWN_SIZE = 0xFFFFFFFF
@@ -87,115 +80,102 @@ def wav_stream_header(sample_rate: int) -> bytes:
     )
 
 
-def _elapsed_ms(started: float, ended: float) -> int:
-    return max(1, round((ended - started) * 1000))
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """The joined audio of one scheduler job and when the model handed it over."""
-
-    audio: Audio
-    ready_at: float
-
-
-async def _synthesize_piece(
-    scheduler: Scheduler, items: Sequence[SynthItem], sampling: Sampling, *, continues: bool
-) -> _Piece:
-    audio = await scheduler.synthesize(items, sampling)
-    return _Piece(join_sentences(audio, continues=continues), time.perf_counter())
+async def _piece(
+    model: LoadedModel, items: Sequence[SynthItem], sampling: Sampling, *, continues: bool
+) -> Synthesized:
+    """One job's sentences, joined (with a leading pause when they continue the text)."""
+    result = await model.speak(items, sampling)
+    joined = join_sentences(result.audio, continues=continues)
+    return Synthesized([joined], result.timing, result.started, result.ready_at)
 
 
 class SpeechStream:
     """One accepted streamed text: what the headers say now, and its audio as it is made.
 
     Iterate `chunks()` once. Call `close()` however the response ends: it is what settles a
-    stream that was not read to its end (idempotent, and a no-op after a complete stream).
+    stream that was not read to its end (idempotent, and a no-op after a settled stream).
     """
 
     def __init__(
         self,
-        synthesis: SynthesisService,
+        ledger: GenerationLedger,
+        order: Order,
         generation_id: int,
-        text: str,
-        request: SpeechRequest,
-        started: float,
-        first: _Piece,
-        pending: list[asyncio.Task[_Piece]],
+        submitted: float,
+        first: Synthesized,
+        pending: list[asyncio.Task[Synthesized]],
     ) -> None:
         self.generation_id = generation_id
-        self.tokens_used = len(text)
-        self.sample_rate = first.audio.sample_rate
+        self.tokens_used = len(order.texts[0])
+        self.sample_rate = first.audio[0].sample_rate
         #: From submitting the first job to its audio being ready: the server's time to first
-        #: audio (queue wait included), which is all of X-Latency-Ms that is known up front.
-        self.first_audio_ms = _elapsed_ms(started, first.ready_at)
-        spec = FORMATS[request.format]
-        self.media_type = spec.media_type
-        self.extension = spec.extension
+        #: audio (queue wait included), which is all of the latency that is known up front.
+        self.first_audio_ms = _ms(first.ready_at - submitted)
+        self.queue_ms = first.timing.queue_ms
+        self.media_type = order.media_type
+        self.extension = FORMATS[order.format].extension
         #: Seconds of audio once the stream completed and was charged, else None.
         self.audio_seconds: float | None = None
-        self._synthesis = synthesis
-        self._text = text
-        self._request = request
-        self._started = started
+        self._ledger = ledger
+        self._order = order
         self._first = first
         self._pending = pending
-        self._status = STREAMING
+        self._status = GenerationStatus.STREAMING
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The audio file in pieces: (a WAV header, then) s16le samples as each job ends.
 
-        A failure is recorded (status "error", no charge) and re-raised: the response must end
+        A failure is recorded (ERROR, no charge) and re-raised: the response must end
         abruptly, so the client can tell the audio is incomplete.
         """
         try:
-            if self._request.format == "wav":
+            if self._order.format == "wav":
                 yield wav_stream_header(self.sample_rate)
             pieces = [self._first]
-            yield await run_in_threadpool(encode, self._first.audio, "pcm")
+            yield await in_thread(encode, self._first.audio[0], "pcm")
             for task in self._pending:
                 piece = await task
                 pieces.append(piece)
-                yield await run_in_threadpool(encode, piece.audio, "pcm")
+                yield await in_thread(encode, piece.audio[0], "pcm")
             await self._complete(pieces)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
-            await self._end_early(_ERROR, str(error))
+            await self._end_early(Outcome.failed(error))
             raise
 
     async def close(self) -> None:
         """End the stream; if it had not completed, it was cancelled (the client went away)."""
-        await self._end_early(_CANCELLED, "the stream was closed before its end")
+        await self._end_early(Outcome.cancelled("the stream was closed before its end"))
 
-    async def _end_early(self, status: str, error: str) -> None:
-        if self._status == STREAMING:
-            self._status = status
-            await _abandon(self._synthesis, self.generation_id, self._pending, status, error)
+    async def _end_early(self, outcome: Outcome) -> None:
+        if self._status is GenerationStatus.STREAMING:
+            self._status = outcome.status
+            await _abandon(self._ledger, self._order, self.generation_id, self._pending, outcome)
 
-    async def _complete(self, pieces: Sequence[_Piece]) -> None:
-        audio = Audio(np.concatenate([piece.audio.samples for piece in pieces]), self.sample_rate)
-        data = await run_in_threadpool(encode, audio, self._request.format)
-        latency_ms = _elapsed_ms(self._started, pieces[-1].ready_at)
+    async def _complete(self, pieces: Sequence[Synthesized]) -> None:
+        samples = np.concatenate([piece.audio[0].samples for piece in pieces])
+        audio = Audio(samples, self.sample_rate)
+        data = await in_thread(encode, audio, self._order.format)
+        model_ms = _ms(pieces[-1].ready_at - self._first.started)
+        outcome = Outcome.ok(
+            [Spoken(data, audio.duration_s)], Timing(queue_ms=self.queue_ms, model_ms=model_ms)
+        )
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(
-                self._synthesis.finish_generation,
-                self.generation_id,
-                self._request,
-                self._text,
-                audio,
-                data,
-                latency_ms,
-            )
-            self._status = _DONE
+            await in_thread(self._ledger.settle, self._order, outcome, self.generation_id)
+            self._status = GenerationStatus.OK
         self.audio_seconds = audio.duration_s
 
 
 async def _abandon(
-    synthesis: SynthesisService,
+    ledger: GenerationLedger,
+    order: Order,
     generation_id: int,
-    pending: Sequence[asyncio.Task[_Piece]],
-    status: str,
-    error: str,
+    pending: Sequence[asyncio.Task[Synthesized]],
+    outcome: Outcome,
 ) -> None:
     """A stream ended before its end: withdraw its jobs and record it, free of charge.
 
@@ -206,18 +186,23 @@ async def _abandon(
         task.cancel()
     with anyio.CancelScope(shield=True):
         await asyncio.gather(*pending, return_exceptions=True)
-        await run_in_threadpool(synthesis.abandon_generation, generation_id, status, error)
+        await in_thread(ledger.settle, order, outcome, generation_id)
 
 
 class StreamingService:
-    """Opens streamed /tts calls with /tts's rules (SynthesisService's checks and records)."""
+    """Opens streamed /tts calls with /tts's checks, `prepare` and ledger."""
 
     def __init__(
-        self, settings: Settings, runtime: ModelRuntime, synthesis: SynthesisService
+        self,
+        runtime: ModelRuntime,
+        synthesis: SynthesisService,
+        ledger: GenerationLedger,
+        max_job_items: int,
     ) -> None:
-        self._settings = settings
         self._runtime = runtime
         self._synthesis = synthesis
+        self._ledger = ledger
+        self._max_job_items = max_job_items
 
     async def open(self, user_id: int, text: str, request: SpeechRequest) -> SpeechStream:
         """Validate, then synthesise the first chunk and queue the rest; nothing sent yet.
@@ -226,37 +211,32 @@ class StreamingService:
         is recorded on it.
         """
         synthesis = self._synthesis
-        text, request, language = synthesis.check_single(text, request)
-        if request.format not in STREAMABLE_FORMATS:
+        order, sampling = synthesis.checks.single(user_id, text, request)
+        if order.format not in STREAMABLE_FORMATS:
             raise BadRequest(
-                f"Format {request.format!r} cannot be streamed; streaming supports "
+                f"Format {order.format!r} cannot be streamed; streaming supports "
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
-        prompt = await run_in_threadpool(synthesis.prepare, user_id, request, len(text))
-        scheduler = self._runtime.loaded().scheduler
-        items = [
-            SynthItem(chunk, language, prompt)
-            for chunk in split_text(text, self._settings.chunk_max_chars)
-        ]
-        generation_id = await run_in_threadpool(
-            synthesis.open_generation, user_id, request, language, len(text)
-        )
-        started = time.perf_counter()
+        [text] = order.texts
+        prompt = await in_thread(synthesis.prepare, order, len(text))
+        model = self._runtime.loaded()
+        items = [SynthItem(chunk, order.language, prompt) for chunk in synthesis.sentences(text)]
+        generation_id = await in_thread(self._ledger.open, order)
+        submitted = time.perf_counter()
         try:
-            first = await _synthesize_piece(scheduler, items[:1], request.sampling, continues=False)
+            first = await _piece(model, items[:1], sampling, continues=False)
         except Exception as error:
-            await _abandon(synthesis, generation_id, (), _ERROR, str(error))
+            await _abandon(self._ledger, order, generation_id, (), Outcome.failed(error))
             raise
-        except asyncio.CancelledError:  # e.g. shutdown: the row must not stay "streaming"
-            await _abandon(synthesis, generation_id, (), _CANCELLED, "cancelled before any audio")
+        except asyncio.CancelledError:  # e.g. shutdown: the row must not stay STREAMING
+            cancelled = Outcome.cancelled("cancelled before any audio")
+            await _abandon(self._ledger, order, generation_id, (), cancelled)
             raise
-        step = self._settings.engine_max_batch
+        step = self._max_job_items
         pending = [
             asyncio.create_task(
-                _synthesize_piece(
-                    scheduler, items[start : start + step], request.sampling, continues=True
-                )
+                _piece(model, items[start : start + step], sampling, continues=True)
             )
             for start in range(1, len(items), step)
         ]
-        return SpeechStream(synthesis, generation_id, text, request, started, first, pending)
+        return SpeechStream(self._ledger, order, generation_id, submitted, first, pending)

@@ -1,53 +1,33 @@
-"""Text to audio for /tts and /batchtts: validate, run the model, encode, record, charge.
+"""Text to audio for /tts and /batchtts: check, run the model, encode, record through the ledger.
 
 Long texts are split into sentences and sent as one multi-item job, so the scheduler can batch
 them with each other and with other requests, then joined with a short pause. Nothing is kept
 for `store=false` but the usage row; a failed call is recorded with its error and costs nothing.
-Streamed /tts (services/streaming.py) uses the same checks, join and records: its row is made
-before the audio and settled when the stream ends.
+Streamed /tts (services/streaming.py) uses the same checks, `prepare` and ledger.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from qwen3_tts_server.audio.archive import build_zip
-from qwen3_tts_server.audio.encode import FORMATS, encode
-from qwen3_tts_server.config import Settings
-from qwen3_tts_server.db.models import AudioBlob, Batch, Generation, Voice
-from qwen3_tts_server.db.session import transaction
+from qwen3_tts_server.audio.encode import FORMATS
+from qwen3_tts_server.db.models import AudioBlob, Generation
 from qwen3_tts_server.engine.base import EngineError, SynthItem
 from qwen3_tts_server.engine.textsplit import split_text
-from qwen3_tts_server.errors import BadRequest, NotFound
+from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
-from qwen3_tts_server.services.languages import normalize_language
+from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.media import MediaLibrary
-from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.runtime import ModelRuntime, Timing
+from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
+from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.values import Audio, Sampling
-
-#: Silence between the sentences of one long text, so joined chunks do not run together.
-SENTENCE_PAUSE_S = 0.12
-#: Status of a streamed generation's row while its audio is still being sent.
-STREAMING = "streaming"
-
-
-@dataclass(frozen=True)
-class SpeechRequest:
-    """What /tts and /batchtts share, already type-checked by the schema."""
-
-    voice_id: int
-    language: str | None
-    format: str
-    store: bool
-    sampling: Sampling
 
 
 @dataclass(frozen=True)
@@ -56,7 +36,7 @@ class Speech:
 
     generation_id: int
     tokens_used: int
-    latency_ms: int
+    timing: Timing
     data: bytes
     media_type: str
     extension: str
@@ -69,9 +49,10 @@ class BatchSpeech:
     batch_id: int
     tokens_used: int
     discount_used: float
-    latency_ms_total: int
+    timing: Timing
     audio_seconds: float
     archive: bytes
+    sample_rate: int  # of every file in the ZIP (a `pcm` file cannot say it itself)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,438 +64,134 @@ class StoredAudio:
     extension: str
 
 
-def _format(name: str) -> str:
-    fmt = name.strip().lower()
-    if fmt not in FORMATS:
-        raise BadRequest(f"Unsupported format {name!r}; use one of: {', '.join(FORMATS)}")
-    return fmt
-
-
-def _error_text(error: BaseException | str) -> str:
-    """What a failed generation's row keeps of its error (bounded: messages can be long)."""
-    return str(error)[:1000]
-
-
-def _row(
-    user_id: int,
-    request: SpeechRequest,
-    language: str,
-    chars: int,
-    *,
-    batch_id: int | None = None,
-    status: str = "ok",
-    error: str | None = None,
-) -> Generation:
-    """A generation row with what is known before synthesis; nothing charged yet."""
-    return Generation(
-        user_id=user_id,
-        voice_id=request.voice_id,
-        batch_id=batch_id,
-        format=request.format,
-        language=language,
-        temperature=request.sampling.temperature,
-        chars=chars,
-        tokens_used=0,
-        store=request.store,
-        status=status,
-        error=error,
-    )
-
-
-def _batch_row(
-    session: Session,
-    user_id: int,
-    request: SpeechRequest,
-    language: str,
-    item_count: int,
-    chars: int,
-    **outcome: Any,
-) -> Batch:
-    """A batch row, flushed so its id can go on its items; `outcome` is what the call charged
-    (tokens_used, discount_used, latency_ms_total) or how it failed (status, error)."""
-    batch = Batch(
-        user_id=user_id,
-        voice_id=request.voice_id,
-        format=request.format,
-        language=language,
-        store=request.store,
-        item_count=item_count,
-        chars=chars,
-        **outcome,
-    )
-    session.add(batch)
-    session.flush()
-    return batch
-
-
-def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
-    """The sentences of one text as one audio, with a short pause between each two.
-
-    `continues`: these sentences follow earlier ones of the same text (a stream sends a text in
-    pieces), so the pause also comes first; the pieces, concatenated, are then exactly the
-    audio that joining every sentence at once makes.
-    """
-    rate = parts[0].sample_rate
-    pause = np.zeros(int(rate * SENTENCE_PAUSE_S), dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    for index, part in enumerate(parts):
-        if index or continues:
-            pieces.append(pause)
-        pieces.append(part.samples.astype(np.float32, copy=False))
-    return Audio(np.concatenate(pieces), rate)
-
-
-def _encode_all(chunked: Sequence[Sequence[Audio]], fmt: str) -> list[tuple[Audio, bytes]]:
-    joined = [join_sentences(parts) for parts in chunked]
-    return [(audio, encode(audio, fmt)) for audio in joined]
-
-
 class SynthesisService:
     def __init__(
         self,
-        settings: Settings,
+        checks: SpeechChecks,
         sessions: sessionmaker[Session],
         media: MediaLibrary,
         runtime: ModelRuntime,
+        ledger: GenerationLedger,
+        policy: billing.DiscountPolicy,
+        chunk_max_chars: int,
     ) -> None:
-        self._settings = settings
+        self.checks = checks
         self._sessions = sessions
         self._media = media
         self._runtime = runtime
-        self._policy = billing.DiscountPolicy.from_settings(settings)
+        self._ledger = ledger
+        self._policy = policy
+        self._chunk_max_chars = chunk_max_chars
 
-    # -- validation ----------------------------------------------------------------------------
-    def _check_text(self, text: str, too_long: str) -> str:
-        stripped = text.strip()
-        if len(stripped) > self._settings.max_text_len:
-            raise BadRequest(too_long.format(limit=self._settings.max_text_len))
-        return stripped
+    def prepare(self, order: Order, tokens: int) -> bytes:
+        """Checks that need the database: voice ownership and quota. Returns the voice prompt."""
+        with self._sessions() as session:
+            voice = VoiceService.owned(session, order.user_id, order.voice_id)
+            billing.check_quota(session, order.user_id, tokens)
+            return voice.prompt
 
-    def check_single(self, text: str, request: SpeechRequest) -> tuple[str, SpeechRequest, str]:
-        """/tts's checks that need no database, in its order (text, format, language).
+    def sentences(self, text: str) -> list[str]:
+        """How a text is cut for the model (CHUNK_MAX_CHARS), for every path alike."""
+        return split_text(text, self._chunk_max_chars)
 
-        Returns the stripped text, the request with its format normalised, and the language.
-        """
-        if not text.strip():
-            raise BadRequest("Text must not be empty")
-        text = self._check_text(text, "Text too long (max {limit})")
-        request = replace(request, format=_format(request.format))
-        return text, request, normalize_language(request.language)
-
-    def _voice(self, session: Session, user_id: int, voice_id: int) -> Voice:
-        return VoiceService.owned(session, user_id, voice_id)
-
-    # -- model ---------------------------------------------------------------------------------
     async def _speak(
-        self, texts: Sequence[str], prompt: bytes, request: SpeechRequest, language: str
-    ) -> tuple[list[list[Audio]], int]:
-        """Every text, each split into sentences, in one scheduler job; (audio per text, ms)."""
-        model = self._runtime.loaded()
-        chunks = [split_text(text, self._settings.chunk_max_chars) for text in texts]
-        items = [SynthItem(chunk, language, prompt) for parts in chunks for chunk in parts]
-        started = time.perf_counter()
-        audio = await model.scheduler.synthesize(items, request.sampling)
-        latency_ms = max(1, round((time.perf_counter() - started) * 1000))
+        self, order: Order, prompt: bytes, sampling: Sampling
+    ) -> tuple[list[list[Audio]], Timing]:
+        """Every text of the order, each split into sentences, in one scheduler job.
+
+        A model failure is recorded as the order's failed outcome, then re-raised."""
+        chunks = [self.sentences(text) for text in order.texts]
+        items = [SynthItem(chunk, order.language, prompt) for parts in chunks for chunk in parts]
+        try:
+            result = await self._runtime.loaded().speak(items, sampling)
+        except EngineError as error:
+            settle = self._ledger.settle if len(order.texts) == 1 else self._settle_failed_batch
+            await in_thread(settle, order, Outcome.failed(error))
+            raise
         per_text: list[list[Audio]] = []
         offset = 0
         for parts in chunks:
-            per_text.append(audio[offset : offset + len(parts)])
+            per_text.append(result.audio[offset : offset + len(parts)])
             offset += len(parts)
-        return per_text, latency_ms
+        return per_text, result.timing
 
-    def _record_failure(
-        self,
-        user_id: int,
-        request: SpeechRequest,
-        language: str,
-        chars: int,
-        error: Exception,
-        batch_size: int | None,
-    ) -> None:
-        """Keep the failed attempt for the user's and operator's history; it costs nothing."""
-        with transaction(self._sessions) as session:
-            batch_id = None
-            if batch_size is not None:
-                batch = _batch_row(
-                    session,
-                    user_id,
-                    request,
-                    language,
-                    batch_size,
-                    chars,
-                    tokens_used=0,
-                    discount_used=0.0,
-                    status="error",
-                    error=_error_text(error),
-                )
-                batch_id = batch.id
-            session.add(
-                _row(
-                    user_id,
-                    request,
-                    language,
-                    chars,
-                    batch_id=batch_id,
-                    status="error",
-                    error=_error_text(error),
-                )
-            )
-
-    def prepare(self, user_id: int, request: SpeechRequest, tokens: int) -> bytes:
-        """Checks that need the database: voice ownership and quota. Returns the voice prompt."""
-        with self._sessions() as session:
-            voice = self._voice(session, user_id, request.voice_id)
-            billing.check_quota(session, user_id, tokens)
-            return voice.prompt
+    def _settle_failed_batch(self, order: Order, outcome: Outcome) -> None:
+        self._ledger.settle_batch(order, outcome, discount=0.0)
 
     # -- /tts ----------------------------------------------------------------------------------
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
-        text, request, language = self.check_single(text, request)
-        prompt = await run_in_threadpool(self.prepare, user_id, request, len(text))
-        try:
-            [parts], latency_ms = await self._speak([text], prompt, request, language)
-        except EngineError as error:
-            await run_in_threadpool(
-                self._record_failure, user_id, request, language, len(text), error, None
-            )
-            raise
-        [(audio, data)] = await run_in_threadpool(_encode_all, [parts], request.format)
-        generation_id = await run_in_threadpool(
-            self._record_tts, user_id, request, language, text, audio, data, latency_ms
-        )
-        spec = FORMATS[request.format]
+        order, sampling = self.checks.single(user_id, text, request)
+        [text] = order.texts
+        prompt = await in_thread(self.prepare, order, len(text))
+        per_text, timing = await self._speak(order, prompt, sampling)
+        [(audio, data)] = await in_thread(encode_texts, per_text, order.format)
+        outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
+        receipt = await in_thread(self._ledger.settle, order, outcome)
         return Speech(
-            generation_id=generation_id,
-            tokens_used=len(text),
-            latency_ms=latency_ms,
+            generation_id=receipt.generation_ids[0],
+            tokens_used=receipt.tokens_used,
+            timing=timing,
             data=data,
-            media_type=spec.media_type,
-            extension=spec.extension,
+            media_type=order.media_type,
+            extension=FORMATS[order.format].extension,
             duration_s=audio.duration_s,
             sample_rate=audio.sample_rate,
         )
-
-    def _record_tts(
-        self,
-        user_id: int,
-        request: SpeechRequest,
-        language: str,
-        text: str,
-        audio: Audio,
-        data: bytes,
-        latency_ms: int,
-    ) -> int:
-        with transaction(self._sessions) as session:
-            generation = _row(user_id, request, language, len(text))
-            self._settle_single(session, generation, request, text, audio, data, latency_ms)
-        self._keep(generation, data)
-        return generation.id
-
-    # -- streamed /tts: a row made before the audio, settled when the stream ends --------------
-    def open_generation(
-        self, user_id: int, request: SpeechRequest, language: str, chars: int
-    ) -> int:
-        """A row for a streamed text, made first so the response headers can name it.
-
-        Its status is "streaming" (never counted or charged) until `finish_generation` or
-        `abandon_generation` settles it.
-        """
-        with transaction(self._sessions) as session:
-            generation = _row(user_id, request, language, chars, status=STREAMING)
-            session.add(generation)
-            session.flush()
-            return generation.id
-
-    def finish_generation(
-        self,
-        generation_id: int,
-        request: SpeechRequest,
-        text: str,
-        audio: Audio,
-        data: bytes,
-        latency_ms: int,
-    ) -> None:
-        """The stream delivered all its audio: settle its row exactly as /tts records a call."""
-        with transaction(self._sessions) as session:
-            generation = session.get_one(Generation, generation_id)
-            self._settle_single(session, generation, request, text, audio, data, latency_ms)
-        self._keep(generation, data)
-
-    def abandon_generation(self, generation_id: int, status: str, error: str) -> None:
-        """The stream ended early (`status` "error" or "cancelled"): kept, with no charge."""
-        with transaction(self._sessions) as session:
-            generation = session.get_one(Generation, generation_id)
-            generation.status = status
-            generation.error = _error_text(error)
-
-    def _settle_single(
-        self,
-        session: Session,
-        generation: Generation,
-        request: SpeechRequest,
-        text: str,
-        audio: Audio,
-        data: bytes,
-        latency_ms: int,
-    ) -> None:
-        """A single text succeeded: charge it, count a use of its voice, and fold its latency
-        into the single-request baseline the batch discount is calibrated against."""
-        self._fill(session, generation, text, audio, data, len(text), latency_ms)
-        self._voice(session, generation.user_id, request.voice_id).use_count += 1
-        billing.observe_single(session, self._policy, latency_ms, len(text))
-
-    def _keep(self, generation: Generation, data: bytes) -> None:
-        """After the commit: make sure a stored generation's file exists (see MediaLibrary)."""
-        if generation.audio_sha256:
-            self._media.restore(data, generation.audio_sha256)
-
-    def _generation(
-        self,
-        session: Session,
-        user_id: int,
-        request: SpeechRequest,
-        language: str,
-        text: str,
-        audio: Audio,
-        data: bytes,
-        tokens: int,
-        latency_ms: int,
-        batch_id: int | None = None,
-    ) -> Generation:
-        generation = _row(user_id, request, language, len(text), batch_id=batch_id)
-        self._fill(session, generation, text, audio, data, tokens, latency_ms)
-        return generation
-
-    def _fill(
-        self,
-        session: Session,
-        generation: Generation,
-        text: str,
-        audio: Audio,
-        data: bytes,
-        tokens: int,
-        latency_ms: int,
-    ) -> None:
-        """Mark a generation done with what it cost and made; keep text and audio if stored."""
-        generation.tokens_used = tokens
-        generation.latency_ms = latency_ms
-        generation.audio_seconds = audio.duration_s
-        generation.status = "ok"
-        if generation.store:
-            generation.input_text = text
-            generation.audio_sha256 = self._media.add(
-                session, data, FORMATS[generation.format].media_type, audio.duration_s
-            )
-        session.add(generation)
-        session.flush()
 
     # -- /batchtts -----------------------------------------------------------------------------
     async def batch(
         self, user_id: int, texts: Sequence[str], request: SpeechRequest
     ) -> BatchSpeech:
-        settings = self._settings
-        if len(texts) < settings.min_batch_size:
-            raise BadRequest(f"Batch too small (min {settings.min_batch_size})")
-        if len(texts) > settings.max_batch_size:
-            raise BadRequest(f"Batch too large (max {settings.max_batch_size})")
-        if any(not text.strip() for text in texts):
-            raise BadRequest("All texts must be non-empty")
-        cleaned = [self._check_text(text, "Each text must be <= {limit} chars") for text in texts]
-        fmt = _format(request.format)
-        language = normalize_language(request.language)
-        request = replace(request, format=fmt)
-        chars = sum(len(text) for text in cleaned)
+        order, sampling = self.checks.batch(user_id, texts, request)
+        chars = sum(len(text) for text in order.texts)
         with self._sessions() as session:
             discount = billing.current_discount(session, self._policy)
-        prompt = await run_in_threadpool(
-            self.prepare, user_id, request, billing.batch_tokens(chars, discount)
-        )
-        try:
-            chunked, latency_ms = await self._speak(cleaned, prompt, request, language)
-        except EngineError as error:
-            await run_in_threadpool(
-                self._record_failure, user_id, request, language, chars, error, len(cleaned)
-            )
-            raise
-        encoded = await run_in_threadpool(_encode_all, chunked, fmt)
-        return await run_in_threadpool(
-            self._record_batch, user_id, request, language, cleaned, encoded, discount, latency_ms
-        )
-
-    def _record_batch(
-        self,
-        user_id: int,
-        request: SpeechRequest,
-        language: str,
-        texts: Sequence[str],
-        encoded: Sequence[tuple[Audio, bytes]],
-        discount: float,
-        latency_ms: int,
-    ) -> BatchSpeech:
-        chars = sum(len(text) for text in texts)
-        tokens = billing.batch_tokens(chars, discount)
-        extension = FORMATS[request.format].extension
-        with transaction(self._sessions) as session:
-            batch = _batch_row(
-                session,
-                user_id,
-                request,
-                language,
-                len(texts),
-                chars,
-                tokens_used=tokens,
-                discount_used=discount,
-                latency_ms_total=latency_ms,
-            )
-            items = []
-            generations = []
-            for index, (text, (audio, data)) in enumerate(zip(texts, encoded, strict=True)):
-                generation = self._generation(
-                    session,
-                    user_id,
-                    request,
-                    language,
-                    text,
-                    audio,
-                    data,
-                    billing.batch_tokens(len(text), discount),
-                    latency_ms,
-                    batch_id=batch.id,
-                )
-                generations.append(generation)
-                items.append(
-                    {
-                        "index": index,
-                        "filename": f"{index}.{extension}",  # as in the ZIP below
-                        "generation_id": generation.id,
-                        "chars": len(text),
-                        "tokens": generation.tokens_used,
-                        "duration_s": round(audio.duration_s, 3),
-                    }
-                )
-            self._voice(session, user_id, request.voice_id).use_count += 1
-            billing.observe_batch(session, self._policy, latency_ms, chars)
-            batch_id = batch.id
-        for generation, (_, data) in zip(generations, encoded, strict=True):
-            if generation.audio_sha256:
-                self._media.restore(data, generation.audio_sha256)
-        manifest = {
-            "batch_id": batch_id,
-            "generation_ids": [item["generation_id"] for item in items],
-            "format": request.format,
-            "language": language,
-            "tokens_used": tokens,
-            "batch_discount_used": discount,
-            "latency_ms_total": latency_ms,
-            "store": request.store,
-            "items": items,
-        }
+        prompt = await in_thread(self.prepare, order, billing.batch_tokens(chars, discount))
+        per_text, timing = await self._speak(order, prompt, sampling)
+        encoded = await in_thread(encode_texts, per_text, order.format)
+        outcome = Outcome.ok([Spoken(data, audio.duration_s) for audio, data in encoded], timing)
+        receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount)
+        assert receipt.batch_id is not None
+        extension = FORMATS[order.format].extension
+        # The rate written, which a codec that refuses the model's rate changes (see encode).
+        sample_rate = FORMATS[order.format].rate_for(encoded[0][0].sample_rate)
         filenames = [f"{index}.{extension}" for index in range(len(encoded))]
+        manifest = {
+            "batch_id": receipt.batch_id,
+            "generation_ids": list(receipt.generation_ids),
+            "format": order.format,
+            "sample_rate": sample_rate,
+            "language": order.language,
+            "tokens_used": receipt.tokens_used,
+            "batch_discount_used": discount,
+            "latency_ms_total": timing.model_ms,
+            "store": order.store,
+            "items": [
+                {
+                    "index": index,
+                    "filename": filenames[index],
+                    "generation_id": receipt.generation_ids[index],
+                    "chars": len(order.texts[index]),
+                    "tokens": receipt.tokens[index],
+                    "duration_s": round(audio.duration_s, 3),
+                }
+                for index, (audio, _) in enumerate(encoded)
+            ],
+        }
         archive = build_zip(
             [(name, data) for name, (_, data) in zip(filenames, encoded, strict=True)], manifest
         )
         audio_seconds = sum(audio.duration_s for audio, _ in encoded)
-        return BatchSpeech(batch_id, tokens, discount, latency_ms, audio_seconds, archive, manifest)
+        return BatchSpeech(
+            receipt.batch_id,
+            receipt.tokens_used,
+            discount,
+            timing,
+            audio_seconds,
+            archive,
+            sample_rate,
+            manifest,
+        )
 
     # -- /getstored ----------------------------------------------------------------------------
     def stored(self, user_id: int, generation_id: int) -> StoredAudio:

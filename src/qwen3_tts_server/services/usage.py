@@ -2,7 +2,7 @@
 
 Totals are derived on read (grouped sums) rather than kept as counters, so they can never drift
 from the generations, batches and voices they describe. Failed calls are recorded with
-`status="error"` and zero tokens; they are not counted as calls.
+zero tokens and a status other than OK; only OK rows are counted as calls.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.db.models import Batch, Generation, Voice
+from qwen3_tts_server.values import GenerationStatus
+
+_OK = GenerationStatus.OK
 
 
 @dataclass
@@ -49,9 +52,7 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
             func.count(),
             func.coalesce(func.sum(Generation.tokens_used), 0),
         )
-        .where(
-            Generation.user_id.in_(ids), Generation.batch_id.is_(None), Generation.status == "ok"
-        )
+        .where(Generation.user_id.in_(ids), Generation.batch_id.is_(None), Generation.status == _OK)
         .group_by(Generation.user_id)
     )
     for user_id, calls, tokens in single:
@@ -60,7 +61,7 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
 
     batches = session.execute(
         select(Batch.user_id, func.count(), func.coalesce(func.sum(Batch.tokens_used), 0))
-        .where(Batch.user_id.in_(ids), Batch.status == "ok")
+        .where(Batch.user_id.in_(ids), Batch.status == _OK)
         .group_by(Batch.user_id)
     )
     for user_id, calls, tokens in batches:
@@ -69,7 +70,7 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
 
     seconds = session.execute(
         select(Generation.user_id, func.coalesce(func.sum(Generation.audio_seconds), 0.0))
-        .where(Generation.user_id.in_(ids), Generation.status == "ok")
+        .where(Generation.user_id.in_(ids), Generation.status == _OK)
         .group_by(Generation.user_id)
     )
     for user_id, audio_seconds in seconds:
@@ -100,3 +101,14 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
 
 def usage_for(session: Session, user_id: int) -> Usage:
     return usage_by_user(session, [user_id])[user_id]
+
+
+class UsageService:
+    """Usage totals for routes, which never open database sessions themselves."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def for_user(self, user_id: int) -> Usage:
+        with self._sessions() as session:
+            return usage_for(session, user_id)

@@ -11,19 +11,18 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from qwen3_tts_server.audio.decode import decode_upload
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import AudioBlob, Voice, utcnow
 from qwen3_tts_server.db.session import transaction
-from qwen3_tts_server.errors import BadRequest, NotFound
+from qwen3_tts_server.errors import BadRequest, NotFound, ServiceUnavailable
 from qwen3_tts_server.services.billing import check_quota
 from qwen3_tts_server.services.languages import normalize_language
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
-from qwen3_tts_server.values import Sampling
+from qwen3_tts_server.services.threads import in_thread
 
 #: What a designed voice reads aloud to become a reference: a pangram-like sentence in the
 #: voice's own language, so the reference covers the sounds that language uses.
@@ -51,9 +50,9 @@ COVERAGE_PHRASES: dict[str, str] = {
 
 #: Designed references are kept as lossless FLAC: smaller than WAV, identical samples.
 DESIGN_SAMPLE_FORMAT = "flac"
-MAX_NAME_LEN = 128
+#: The transcript is a form field without a schema limit; names and descriptions are bounded by
+#: the request schemas (128 and 2000 characters) before they get here.
 MAX_TRANSCRIPT_LEN = 2000
-MAX_DESCRIPTION_LEN = 2000
 
 
 def coverage_phrase(language: str) -> str:
@@ -68,6 +67,33 @@ class VoiceCreated:
 
 
 @dataclass(frozen=True)
+class VoiceView:
+    """A voice as routes may see it (no prompt bytes, no ORM row)."""
+
+    voice_id: int
+    name: str
+    kind: str
+    language: str
+    ref_text: str
+    description: str | None
+    use_count: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, voice: Voice) -> VoiceView:
+        return cls(
+            voice_id=voice.id,
+            name=voice.name,
+            kind=voice.kind,
+            language=voice.language,
+            ref_text=voice.ref_text,
+            description=voice.description,
+            use_count=voice.use_count,
+            created_at=voice.created_at,
+        )
+
+
+@dataclass(frozen=True)
 class VoiceSample:
     data: bytes
     media_type: str
@@ -75,21 +101,10 @@ class VoiceSample:
     ref_text: str
 
 
-def _clean_name(name: str) -> str:
-    cleaned = name.strip()
-    if not cleaned:
-        raise BadRequest("Name must not be empty")
-    if len(cleaned) > MAX_NAME_LEN:
-        raise BadRequest(f"Name too long (max {MAX_NAME_LEN} characters)")
-    return cleaned
-
-
-def _clean_text(value: str, label: str, limit: int) -> str:
+def _required(value: str, label: str) -> str:
     cleaned = value.strip()
     if not cleaned:
         raise BadRequest(f"{label} must not be empty")
-    if len(cleaned) > limit:
-        raise BadRequest(f"{label} too long (max {limit} characters)")
     return cleaned
 
 
@@ -111,15 +126,17 @@ class VoiceService:
         self, user_id: int, *, name: str, transcript: str, language: str | None, upload: bytes
     ) -> VoiceCreated:
         """Clone from reference audio; the transcript must be what the audio says."""
-        name = _clean_name(name)
-        transcript = _clean_text(transcript, "Transcript", MAX_TRANSCRIPT_LEN)
+        name = _required(name, "Name")
+        transcript = _required(transcript, "Transcript")
+        if len(transcript) > MAX_TRANSCRIPT_LEN:
+            raise BadRequest(f"Transcript too long (max {MAX_TRANSCRIPT_LEN} characters)")
         language = normalize_language(language)
         if not upload:
             raise BadRequest("Empty file upload")
         tokens = len(transcript)
         self._check_quota(user_id, tokens)
         model = self._runtime.loaded()
-        decoded = await run_in_threadpool(
+        decoded = await in_thread(
             decode_upload,
             upload,
             min_seconds=self._settings.min_ref_seconds,
@@ -127,7 +144,7 @@ class VoiceService:
             target_rate=model.info.sample_rate,
         )
         prompt = await model.scheduler.create_prompt(decoded.audio, transcript)
-        return await run_in_threadpool(
+        return await in_thread(
             self._save,
             Voice(
                 user_id=user_id,
@@ -136,7 +153,6 @@ class VoiceService:
                 language=language,
                 ref_text=transcript,
                 prompt=prompt,
-                prompt_model_id=model.info.base_model_id,
                 tokens_used=tokens,
             ),
             upload,
@@ -148,17 +164,23 @@ class VoiceService:
         self, user_id: int, *, name: str, description: str, language: str | None
     ) -> VoiceCreated:
         """Design a voice from a description: speak the coverage phrase, then clone that."""
-        name = _clean_name(name)
-        description = _clean_text(description, "Description", MAX_DESCRIPTION_LEN)
+        name = _required(name, "Name")
+        description = _required(description, "Description")
         language = normalize_language(language)
         phrase = coverage_phrase(language)
         tokens = len(description) + len(phrase)
         self._check_quota(user_id, tokens)
         model = self._runtime.loaded()
-        sample = await model.scheduler.design(phrase, description, language, Sampling())
+        if not model.info.has_voice_design:
+            raise ServiceUnavailable(
+                "Voice design is not available: this server runs without a VoiceDesign model "
+                "(set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
+            )
+        sampling = self._settings.sampling()
+        sample = await model.scheduler.design(phrase, description, language, sampling)
         prompt = await model.scheduler.create_prompt(sample, phrase)
-        data = await run_in_threadpool(encode, sample, DESIGN_SAMPLE_FORMAT)
-        return await run_in_threadpool(
+        data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
+        return await in_thread(
             self._save,
             Voice(
                 user_id=user_id,
@@ -168,7 +190,6 @@ class VoiceService:
                 ref_text=phrase,
                 description=description,
                 prompt=prompt,
-                prompt_model_id=model.info.base_model_id,
                 tokens_used=tokens,
             ),
             data,
@@ -190,15 +211,15 @@ class VoiceService:
         return created
 
     # -- reading -------------------------------------------------------------------------------
-    def list(self, user_id: int) -> list[Voice]:
+    def list(self, user_id: int) -> list[VoiceView]:
+        """The caller's live voices, newest first."""
         with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(Voice)
-                    .where(Voice.user_id == user_id, Voice.deleted_at.is_(None))
-                    .order_by(Voice.created_at.desc(), Voice.id.desc())
-                )
+            voices = session.scalars(
+                select(Voice)
+                .where(Voice.user_id == user_id, Voice.deleted_at.is_(None))
+                .order_by(Voice.created_at.desc(), Voice.id.desc())
             )
+            return [VoiceView.of(voice) for voice in voices]
 
     @staticmethod
     def owned(session: Session, user_id: int, voice_id: int) -> Voice:
@@ -229,9 +250,9 @@ class VoiceService:
             raise NotFound(f"Voice not found: no voice of yours has the id or name {reference!r}")
         return voice_id
 
-    def get(self, user_id: int, voice_id: int) -> Voice:
+    def get(self, user_id: int, voice_id: int) -> VoiceView:
         with self._sessions() as session:
-            return self.owned(session, user_id, voice_id)
+            return VoiceView.of(self.owned(session, user_id, voice_id))
 
     def sample(self, user_id: int, voice_id: int) -> VoiceSample:
         with self._sessions() as session:

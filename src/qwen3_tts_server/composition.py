@@ -1,0 +1,84 @@
+"""The composition root: the one place that builds the services, for the app and the CLI alike.
+
+Settings in, an `AppContext` out: secrets resolved, the database migrated, every service wired
+to the same database, blob store, model runtime and generation ledger. Nothing loads the model
+here; the app's lifespan starts it (`context.system.start()`), the CLI never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from qwen3_tts_server.config import Settings, resolve_secrets
+from qwen3_tts_server.context import AppContext
+from qwen3_tts_server.db.session import make_engine, make_session_factory, upgrade
+from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.observability.metrics import Metrics
+from qwen3_tts_server.services.accounts import AccountService
+from qwen3_tts_server.services.billing import DiscountPolicy
+from qwen3_tts_server.services.generations import GenerationLedger
+from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.speech import SpeechChecks
+from qwen3_tts_server.services.streaming import StreamingService
+from qwen3_tts_server.services.synthesis import SynthesisService
+from qwen3_tts_server.services.system import SystemService
+from qwen3_tts_server.services.usage import UsageService
+from qwen3_tts_server.services.voices import VoiceService
+from qwen3_tts_server.storage.blobs import BlobStore
+
+EngineLoader = Callable[[], Engine]
+
+#: Open streams younger than this are left alone at start-up: another replica may run them.
+MIN_STREAM_GRACE = timedelta(hours=1)
+
+
+def no_engine() -> Engine:
+    """The loader of a context that never serves synthesis (the CLI's admin commands)."""
+    raise ModelUnavailable("this process does not load a model")
+
+
+def build_context(
+    settings: Settings, load_engine: EngineLoader = no_engine, metrics: Metrics | None = None
+) -> AppContext:
+    """Resolve secrets, migrate the database and build the services (no model loading yet)."""
+    settings = resolve_secrets(settings)
+    assert settings.admin_token is not None and settings.hmac_secret is not None
+    metrics = metrics or Metrics()
+    db = make_engine(settings.resolved_database_url)
+    upgrade(db)
+    sessions = make_session_factory(db)
+
+    def make_scheduler(engine: Engine) -> Scheduler:
+        scheduler = Scheduler(
+            engine,
+            queue_max=settings.queue_max,
+            max_batch=settings.engine_max_batch,
+            job_timeout_s=settings.job_timeout_s,
+        )
+        scheduler.on_batch = metrics.observe_batch
+        return scheduler
+
+    runtime = ModelRuntime(load_engine, make_scheduler)
+    metrics.watch_runtime(runtime)
+    media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
+    policy = DiscountPolicy.from_settings(settings)
+    ledger = GenerationLedger(sessions, media, policy)
+    synthesis = SynthesisService(
+        SpeechChecks(settings), sessions, media, runtime, ledger, policy, settings.chunk_max_chars
+    )
+    stream_grace = max(MIN_STREAM_GRACE, timedelta(seconds=2 * settings.job_timeout_s))
+    return AppContext(
+        settings=settings,
+        admin_token=settings.admin_token.get_secret_value(),
+        system=SystemService(db, runtime, ledger, stream_grace),
+        runtime=runtime,
+        accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
+        usage=UsageService(sessions),
+        voices=VoiceService(settings, sessions, media, runtime),
+        synthesis=synthesis,
+        streaming=StreamingService(runtime, synthesis, ledger, settings.engine_max_batch),
+        metrics=metrics,
+    )

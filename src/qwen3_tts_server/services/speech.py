@@ -1,0 +1,118 @@
+"""What /tts, streamed /tts and /batchtts share: the request, its checks, and sentence joining.
+
+A request that passes `SpeechChecks` becomes an `Order` (what the ledger records) and the
+`Sampling` the model gets; both are built here only, so every path validates, defaults and
+records alike. Long texts are split into sentences (`split_text`), spoken as one job, and joined
+with a short pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qwen3_tts_server.audio.encode import FORMATS, encode
+from qwen3_tts_server.config import Settings
+from qwen3_tts_server.errors import BadRequest
+from qwen3_tts_server.services.generations import Order
+from qwen3_tts_server.services.languages import normalize_language
+from qwen3_tts_server.values import Audio, Sampling
+
+#: Silence between the sentences of one long text, so joined chunks do not run together.
+SENTENCE_PAUSE_S = 0.12
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """What /tts and /batchtts share, already type-checked by the schema. `temperature` None
+    means the server's default (SAMPLING_TEMPERATURE)."""
+
+    voice_id: int
+    language: str | None
+    format: str
+    store: bool
+    temperature: float | None = None
+    seed: int | None = None
+
+
+def _format(name: str) -> str:
+    fmt = name.strip().lower()
+    if fmt not in FORMATS:
+        raise BadRequest(f"Unsupported format {name!r}; use one of: {', '.join(FORMATS)}")
+    return fmt
+
+
+class SpeechChecks:
+    """The checks that need no database, in the order the original server made them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def single(self, user_id: int, text: str, request: SpeechRequest) -> tuple[Order, Sampling]:
+        """/tts: text, then format, then language."""
+        if not text.strip():
+            raise BadRequest("Text must not be empty")
+        text = self._text(text, "Text too long (max {limit})")
+        return self._order(user_id, (text,), request)
+
+    def batch(
+        self, user_id: int, texts: Sequence[str], request: SpeechRequest
+    ) -> tuple[Order, Sampling]:
+        """/batchtts: count, then each text, then format and language."""
+        settings = self._settings
+        if len(texts) < settings.min_batch_size:
+            raise BadRequest(f"Batch too small (min {settings.min_batch_size})")
+        if len(texts) > settings.max_batch_size:
+            raise BadRequest(f"Batch too large (max {settings.max_batch_size})")
+        if any(not text.strip() for text in texts):
+            raise BadRequest("All texts must be non-empty")
+        cleaned = tuple(self._text(text, "Each text must be <= {limit} chars") for text in texts)
+        return self._order(user_id, cleaned, request)
+
+    def _text(self, text: str, too_long: str) -> str:
+        stripped = text.strip()
+        if len(stripped) > self._settings.max_text_len:
+            raise BadRequest(too_long.format(limit=self._settings.max_text_len))
+        return stripped
+
+    def _order(
+        self, user_id: int, texts: tuple[str, ...], request: SpeechRequest
+    ) -> tuple[Order, Sampling]:
+        fmt = _format(request.format)
+        sampling = self._settings.sampling(request.temperature, request.seed)
+        order = Order(
+            user_id=user_id,
+            voice_id=request.voice_id,
+            format=fmt,
+            media_type=FORMATS[fmt].media_type,
+            language=normalize_language(request.language),
+            temperature=sampling.temperature,
+            store=request.store,
+            texts=texts,
+        )
+        return order, sampling
+
+
+def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
+    """The sentences of one text as one audio, with a short pause between each two.
+
+    `continues`: these sentences follow earlier ones of the same text (a stream sends a text in
+    pieces), so the pause also comes first; the pieces, concatenated, are then exactly the
+    audio that joining every sentence at once makes.
+    """
+    rate = parts[0].sample_rate
+    pause = np.zeros(int(rate * SENTENCE_PAUSE_S), dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    for index, part in enumerate(parts):
+        if index or continues:
+            pieces.append(pause)
+        pieces.append(part.samples.astype(np.float32, copy=False))
+    return Audio(np.concatenate(pieces), rate)
+
+
+def encode_texts(per_text: Sequence[Sequence[Audio]], fmt: str) -> list[tuple[Audio, bytes]]:
+    """Each text's sentences joined, then encoded: (audio, file bytes) per text."""
+    joined = [join_sentences(parts) for parts in per_text]
+    return [(audio, encode(audio, fmt)) for audio in joined]
