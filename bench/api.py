@@ -1,7 +1,8 @@
 """Server figures over HTTP on the tiny models, in-process; prints one JSON object.
 
     .venv/bin/python bench/api.py [--models-dir DIR] [--frames 24] [--requests 20] [--rounds 5]
-    .venv/bin/python bench/api.py --real-dims --dtypes float32,bfloat16 --requests 2 --rounds 0
+    .venv/bin/python bench/api.py --real-dims --engines stock:float32,ours:bfloat16 \
+        --requests 2 --rounds 0 --warmups 1
 
 The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler, encoding, usage
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
@@ -27,7 +28,9 @@ Figures on the tiny model show server overheads and batching gains, not real-mod
 `--real-dims` serves the random model with the real 0.6B sizes instead (built once under
 `--data-dir`, see bench/speed.py): then `tts_overhead.latency_per_audio_s` (client latency per
 second of audio, < 1 is faster than real time) is the server's speed as a client sees it.
-`--dtypes` runs the whole measurement once per model dtype, one app after the other.
+`--engines` runs the whole measurement once per engine and dtype, one app after the other:
+`stock` is today's engine (stock qwen-tts per call), `ours` / `ours-int8` the step loop behind
+the same interface (loop_engine.py), until the server's scheduler drives the loop itself.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
+from loop_engine import LoopEngine
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
@@ -287,11 +291,14 @@ def run(
     rounds: int,
     dtype: str,
     warmups: int = 3,
+    kind: str = "stock",
 ) -> dict[str, Any]:
     torch.manual_seed(0)
-    engine = TimedEngine(
-        QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
-    )
+    stock = QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
+    inner: Engine = stock
+    if kind != "stock":
+        inner = LoopEngine(stock, quant="int8" if kind == "ours-int8" else "none")
+    engine = TimedEngine(inner)
     models_dir = base_dir.parent
     settings = Settings(
         data_dir=data_dir,
@@ -313,6 +320,7 @@ def run(
     assert speech is not None
     return {
         "model": engine.info().base_model_id,
+        "engine": kind,
         "dtype": engine.info().dtype,
         "torch_threads": torch.get_num_threads(),
         "max_new_tokens": frames,
@@ -330,7 +338,11 @@ def main() -> None:
     )
     parser.add_argument("--real-dims", action="store_true", help="the real 0.6B sizes")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="real-dims cache")
-    parser.add_argument("--dtypes", default="float32", help="comma-separated model dtypes")
+    parser.add_argument(
+        "--engines",
+        default="stock:float32",
+        help="comma-separated engine:dtype, engine one of stock, ours (the step loop), ours-int8",
+    )
     parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
     parser.add_argument("--requests", type=int, default=20, help="sequential /tts for overhead")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the batching modes")
@@ -345,11 +357,11 @@ def main() -> None:
             base = args.models_dir / "base"
         else:
             base = make_tiny_models(root / "models").base
-        for index, dtype in enumerate(args.dtypes.split(",")):
+        for index, spec in enumerate(args.engines.split(",")):
+            kind, dtype = spec.split(":")
             data_dir = root / f"data-{index}"
-            results.append(
-                run(base, data_dir, args.frames, args.requests, args.rounds, dtype, args.warmups)
-            )
+            settings = (args.frames, args.requests, args.rounds, dtype, args.warmups, kind)
+            results.append(run(base, data_dir, *settings))
     print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
