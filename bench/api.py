@@ -1,6 +1,8 @@
 """Server figures over HTTP on the tiny models, in-process; prints one JSON object.
 
     .venv/bin/python bench/api.py [--models-dir DIR] [--frames 24] [--requests 20] [--rounds 5]
+    .venv/bin/python bench/api.py --real-dims --engines stock:float32,ours:bfloat16 \
+        --requests 2 --rounds 0 --warmups 1
 
 The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler, encoding, usage
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
@@ -23,6 +25,12 @@ EOS may come earlier: generated frames (audio length / 80 ms) are reported next 
 early EOS shortens a single-item call but not a merged batch, which runs until its longest item
 ends, so random EOS favours sequential /tts: the batching ratios err on the cautious side.
 Figures on the tiny model show server overheads and batching gains, not real-model speed.
+`--real-dims` serves the random model with the real 0.6B sizes instead (built once under
+`--data-dir`, see bench/speed.py): then `tts_overhead.latency_per_audio_s` (client latency per
+second of audio, < 1 is faster than real time) is the server's speed as a client sees it.
+`--engines` runs the whole measurement once per engine and dtype, one app after the other:
+`stock` is today's engine (stock qwen-tts per call), `ours` / `ours-int8` the step loop behind
+the same interface (loop_engine.py), until the server's scheduler drives the loop itself.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -45,6 +54,7 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
+from loop_engine import LoopEngine
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
@@ -57,7 +67,7 @@ from qwen3_tts_server.engine.base import (
     SynthItem,
 )
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.tiny import cached_models, make_tiny_models
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 FRAME_S = 0.08
@@ -152,9 +162,14 @@ def _ms(seconds: float) -> float:
 
 
 def _tts_overhead(
-    client: TestClient, engine: TimedEngine, body: dict[str, Any], headers: dict[str, str], n: int
+    client: TestClient,
+    engine: TimedEngine,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    n: int,
+    warmups: int,
 ) -> dict[str, Any]:
-    for _ in range(3):  # warm-up: first requests pay lazy imports, connection and cache setup
+    for _ in range(warmups):  # first requests pay lazy imports, connection and cache setup
         _ok(client.post("/tts", json=body, headers=headers))
     latencies, engine_times, handoffs = [], [], []
     for _ in range(n):
@@ -179,6 +194,9 @@ def _tts_overhead(
         "overhead_ms_max": _ms(max(overheads)),
         "handoff_ms": _ms(statistics.median(handoffs)),
         "overhead_to_engine": round(overhead_median / engine_median, 3),
+        "latency_per_audio_s": round(
+            statistics.median(latencies) / engine.last_output.duration_s, 3
+        ),
     }
 
 
@@ -266,14 +284,22 @@ def _batching(
 
 
 def run(
-    models_dir: Path, data_dir: Path, frames: int, requests: int, rounds: int
+    base_dir: Path,
+    data_dir: Path,
+    frames: int,
+    requests: int,
+    rounds: int,
+    dtype: str,
+    warmups: int = 3,
+    kind: str = "stock",
 ) -> dict[str, Any]:
     torch.manual_seed(0)
-    engine = TimedEngine(
-        QwenEngine.load(
-            models_dir / "base", device="cpu", dtype="float32", max_new_tokens_cap=frames
-        )
-    )
+    stock = QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
+    inner: Engine = stock
+    if kind != "stock":
+        inner = LoopEngine(stock, quant="int8" if kind == "ours-int8" else "none")
+    engine = TimedEngine(inner)
+    models_dir = base_dir.parent
     settings = Settings(
         data_dir=data_dir,
         admin_token=ADMIN_TOKEN,
@@ -288,17 +314,20 @@ def run(
             raise RuntimeError(f"model not ready: {client.get('/ready').text}")
         headers, voice_id = _user_and_voice(client)
         body = {"text": TEXT, "voice_id": voice_id, "language": "English", "seed": SEED}
-        overhead = _tts_overhead(client, engine, body, headers, requests)
+        overhead = _tts_overhead(client, engine, body, headers, requests, warmups)
         speech = engine.last_output
-        batching = _batching(client, engine, voice_id, headers, rounds)
+        batching = _batching(client, engine, voice_id, headers, rounds) if rounds else None
     assert speech is not None
     return {
         "model": engine.info().base_model_id,
+        "engine": kind,
+        "dtype": engine.info().dtype,
         "torch_threads": torch.get_num_threads(),
         "max_new_tokens": frames,
         "tts_overhead": overhead,
         "encode": {"audio_s": round(speech.duration_s, 3), **_encode_figures(speech, 20)},
         "batching": batching,
+        "loadavg": round(os.getloadavg()[0], 2),
     }
 
 
@@ -307,18 +336,33 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", type=Path, help="tiny models (built in a temp dir if unset)"
     )
+    parser.add_argument("--real-dims", action="store_true", help="the real 0.6B sizes")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="real-dims cache")
+    parser.add_argument(
+        "--engines",
+        default="stock:float32",
+        help="comma-separated engine:dtype, engine one of stock, ours (the step loop), ours-int8",
+    )
     parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
     parser.add_argument("--requests", type=int, default=20, help="sequential /tts for overhead")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the batching modes")
+    parser.add_argument("--warmups", type=int, default=3, help="/tts calls before timing")
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        models_dir = args.models_dir
-        if models_dir is None:
-            models_dir = root / "models"
-            make_tiny_models(models_dir)
-        result = run(models_dir, root / "data", args.frames, args.requests, args.rounds)
-    print(json.dumps(result, indent=1))
+        if args.real_dims:
+            base = cached_models(args.data_dir / "models-real-0.6b", dims="real-0.6b").base
+        elif args.models_dir is not None:
+            base = args.models_dir / "base"
+        else:
+            base = make_tiny_models(root / "models").base
+        for index, spec in enumerate(args.engines.split(",")):
+            kind, dtype = spec.split(":")
+            data_dir = root / f"data-{index}"
+            settings = (args.frames, args.requests, args.rounds, dtype, args.warmups, kind)
+            results.append(run(base, data_dir, *settings))
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     allow_download: bool = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    #: int8 weights for the talker and code predictor on CPU (faster, codes differ): README.
+    quant: Literal["none", "int8"] = "none"
+    #: CPU threads for the model (unset: the CPUs this process may run on).
+    torch_threads: int | None = Field(None, ge=1)
 
     admin_token: SecretStr | None = None
     hmac_secret: SecretStr | None = None

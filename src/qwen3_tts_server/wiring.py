@@ -18,6 +18,7 @@ from qwen3_tts_server.engine.qwen import (
     local_model_dir,
     resolve_model_paths,
 )
+from qwen3_tts_server.engine.threads import apply_torch_threads
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
 TINY_MODELS_SUBDIR = "tiny-models"
@@ -58,6 +59,7 @@ def engine_loader(settings: Settings) -> EngineLoader:
     paths = resolve_paths(settings)
 
     def load() -> Engine:
+        apply_torch_threads(settings.torch_threads)
         return QwenEngine.load(
             paths.base,
             paths.voice_design,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from qwen3_tts_server.engine.linear import Linear, LinearFactory, PackedLinear
+from qwen3_tts_server.engine.linear import Linear, LinearFactory
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,8 +80,9 @@ class DecoderLayer:
         q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
         self.n_q, self.n_k = q.weight.shape[0], k.weight.shape[0]
         self.n_inter = mlp.gate_proj.weight.shape[0]
-        # Fusing is bit-exact with the prepacked kernels; plain F.linear keeps stock's 7 GEMMs.
-        self.fused = make is PackedLinear
+        # Fusing is bit-exact with the prepacked (and int8) kernels; plain F.linear keeps stock's
+        # 7 GEMMs.
+        self.fused = bool(getattr(make, "fusable", False))
         self.qkv: Linear | None = None
         self.gate_up: Linear | None = None
         if self.fused:

@@ -51,6 +51,9 @@ class PlainLinear:
 class PackedLinear:
     """A weight reordered once into oneDNN's blocked layout; only the packed copy is kept."""
 
+    #: q/k/v and gate/up may be fused into one matrix each (bit-exact with this kernel).
+    fusable = True
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 1)
         self.bias = None if bias is None else bias.detach()
@@ -68,8 +71,19 @@ def can_prepack(device: torch.device | str, dtype: torch.dtype) -> bool:
     return dtype == torch.float32
 
 
-def linear_factory(device: torch.device | str, dtype: torch.dtype) -> LinearFactory:
-    """Prepacked linears where they are known to help (see the module docstring), else plain."""
+def linear_factory(
+    device: torch.device | str, dtype: torch.dtype, quant: str = "none"
+) -> LinearFactory:
+    """Prepacked linears where they are known to help (see the module docstring), else plain;
+    int8 linears (engine/quant.py) for quant="int8", CPU only."""
+    if quant == "int8":
+        if torch.device(device).type != "cpu":
+            raise ValueError("QUANT=int8 is for the CPU path; use QUANT=none on CUDA")
+        from qwen3_tts_server.engine.quant import Int8Linear
+
+        return Int8Linear
+    if quant != "none":
+        raise ValueError(f"quant must be none or int8, got {quant!r}")
     if can_prepack(device, dtype):
         return PackedLinear
     return PlainLinear

@@ -37,6 +37,7 @@ from qwen3_tts_server.engine.guard import EOS, LENGTH
 from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.layers import KV, DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
+from qwen3_tts_server.engine.predictor import EagerPasses, PredictorGraphs
 from qwen3_tts_server.engine.qwen import Item, QwenEngine, as_invalid_input, generate_kwargs
 from qwen3_tts_server.engine.sampler import SlotSampler, TalkerRules
 from qwen3_tts_server.values import Audio, Sampling
@@ -47,7 +48,11 @@ log = logging.getLogger(__name__)
 class Lane:
     """One loaded model (base, custom_voice or voice_design) prepared for the step loop."""
 
-    def __init__(self, role: str, model: Any, make: LinearFactory) -> None:
+    def __init__(
+        self, role: str, model: Any, make: LinearFactory, layers: LinearFactory | None = None
+    ) -> None:
+        """`make` builds the output heads' linears, `layers` (default: `make`) the decoder
+        layers' (QUANT=int8 quantizes the layers only: the heads pick the codes)."""
         self.role = role
         self.model = model
         talker = model.model.talker
@@ -56,10 +61,11 @@ class Lane:
         predictor = talker.code_predictor
         self.predictor = predictor
         self.groups = int(self.config.num_code_groups)
-        self.talker_layers = [DecoderLayer(layer, make) for layer in talker.model.layers]
+        layers = layers or make
+        self.talker_layers = [DecoderLayer(layer, layers) for layer in talker.model.layers]
         depth = predictor.config.num_hidden_layers
         self.predictor_layers = [
-            DecoderLayer(layer, make) for layer in predictor.model.layers[:depth]
+            DecoderLayer(layer, layers) for layer in predictor.model.layers[:depth]
         ]
         self.heads = [make(head.weight, head.bias) for head in predictor.lm_head]
         self.codec_head = make(talker.codec_head.weight, talker.codec_head.bias)
@@ -74,6 +80,8 @@ class Lane:
         self.predictor_rope = (cos.unsqueeze(1), sin.unsqueeze(1))
         pcfg = predictor.config
         self.predictor_kv_shape = (pcfg.num_key_value_heads, self.groups + 1, pcfg.head_dim)
+        # On CUDA the code predictor's passes replay from captured graphs (engine/predictor.py).
+        self.graphs = PredictorGraphs(self) if self.device.type == "cuda" else None
         self.kv_shape = (self.config.num_key_value_heads, self.config.head_dim)
         self.codec = Codec(model.model.speech_tokenizer)
 
@@ -112,7 +120,7 @@ class Slot:
 class StepEngine:
     """The step interface over a loaded `QwenEngine` (which keeps the stock path as reference)."""
 
-    def __init__(self, engine: QwenEngine, *, prepack: bool = True) -> None:
+    def __init__(self, engine: QwenEngine, *, prepack: bool = True, quant: str = "none") -> None:
         self.engine = engine
         info = engine.info()
         device = "cuda" if info.device.startswith("cuda") else info.device
@@ -129,7 +137,8 @@ class StepEngine:
             model = engine.model(role)
             dtype = next(model.model.talker.parameters()).dtype
             make = linear_factory(device, dtype) if prepack else linear_factory("meta", dtype)
-            self._lanes[role] = Lane(role, model, make)
+            layers = linear_factory(device, dtype, quant) if quant != "none" else None
+            self._lanes[role] = Lane(role, model, make, layers)
 
     def info(self) -> EngineInfo:
         return self.engine.info()
@@ -304,30 +313,12 @@ class StepEngine:
         self, lane: Lane, slots: list[Slot], past: torch.Tensor, last: torch.Tensor
     ) -> torch.Tensor:
         """The code predictor's codes 1..groups-1 of one frame for every slot (B, groups - 1)."""
-        predictor = lane.predictor
         batch = len(slots)
-        caches = [
-            (
-                torch.empty(batch, *lane.predictor_kv_shape, dtype=lane.dtype, device=lane.device),
-                torch.empty(batch, *lane.predictor_kv_shape, dtype=lane.dtype, device=lane.device),
-            )
-            for _ in lane.predictor_layers
-        ]
-        cos, sin = lane.predictor_rope
-        project = predictor.small_to_mtp_projection
-        embeddings = predictor.model.get_input_embeddings()
-        h = project(torch.cat((past, last), dim=1))
+        passes = lane.graphs.frame(batch) if lane.graphs is not None else EagerPasses(lane, batch)
+        first = torch.cat((past, last), dim=1)
         chosen = torch.empty(batch, lane.groups - 1, dtype=torch.long, device=lane.device)
-        start = 0
         for g in range(lane.groups - 1):
-            if g > 0:
-                h = project(embeddings[g - 1](chosen[:, g - 1 : g]))
-            end = start + h.shape[1]
-            for layer, cache in zip(lane.predictor_layers, caches, strict=True):
-                h = layer.step_shared(h, cos[:, :, start:end], sin[:, :, start:end], cache, start)
-            h = predictor.model.norm(h)
-            logits = lane.heads[g](h)[:, -1, :].to(copy=True, dtype=torch.float32)
+            logits = passes.logits(g, first if g == 0 else chosen[:, g - 1 : g])
             for i, slot in enumerate(slots):
                 chosen[i, g] = slot.sampler.predictor(logits[i : i + 1], chosen[i : i + 1, :g])
-            start = end
         return chosen
