@@ -18,6 +18,7 @@ from qwen3_tts_server.engine.qwen import (
     local_model_dir,
     resolve_model_paths,
 )
+from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.threads import apply_torch_threads
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
@@ -60,13 +61,14 @@ def engine_loader(settings: Settings) -> EngineLoader:
 
     def load() -> Engine:
         apply_torch_threads(settings.torch_threads)
-        return QwenEngine.load(
+        stock = QwenEngine.load(
             paths.base,
             paths.voice_design,
             paths.custom_voice,
             device=settings.device,
             dtype=settings.dtype,
         )
+        return StepEngine(stock, quant=settings.quant)
 
     return load
 

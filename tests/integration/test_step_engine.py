@@ -18,13 +18,14 @@ from qwen3_tts_server.engine.base import (
     CustomItem,
     DesignItem,
     InvalidInput,
+    Item,
     ModelUnavailable,
     PromptCorrupt,
     SynthItem,
 )
 from qwen3_tts_server.engine.guard import EOS, LENGTH
 from qwen3_tts_server.engine.linear import PackedLinear, PlainLinear, cpu_supports_bf16
-from qwen3_tts_server.engine.qwen import Item, QwenEngine
+from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.stepper import Slot, StepEngine
 from qwen3_tts_server.values import Sampling
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,14 @@ from qwen3_tts_server.engine.base import (
     CustomItem,
     InvalidInput,
     QueueFull,
+    Runaway,
     ShuttingDown,
     SynthItem,
 )
 from qwen3_tts_server.engine.guard import EOS, LENGTH, frame_budget
-from qwen3_tts_server.engine.jobs import Runaway
 from qwen3_tts_server.engine.loop import LoopConfig
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.serving import StepScheduler
+from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.values import Sampling
 
@@ -32,7 +33,7 @@ GREEDY = Sampling(temperature=0)
 #: the tiny models (checked by `runaway_item`).
 RUNAWAY_TEXT = "Hi."
 
-Factory = Callable[..., StepScheduler]
+Factory = Callable[..., Scheduler]
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +41,19 @@ def step_engine(engine: QwenEngine) -> StepEngine:
     return StepEngine(engine)
 
 
-@pytest.fixture
-def make_scheduler(step_engine: StepEngine) -> Iterator[Factory]:
-    made: list[StepScheduler] = []
+@pytest.fixture(scope="module")
+def uncapped(tiny_models_dir: Path) -> StepEngine:
+    """A step engine without the tests' 12-frame cap: chunks get their texts' budgets."""
+    return StepEngine(QwenEngine.load(tiny_models_dir / "base", device="cpu", dtype="float32"))
 
-    def factory(**config: Any) -> StepScheduler:
-        options: dict[str, Any] = {"frame_cap": 12} | config
-        scheduler = StepScheduler(step_engine, LoopConfig(**options), job_timeout_s=120)
+
+@pytest.fixture
+def make_scheduler(step_engine: StepEngine, uncapped: StepEngine) -> Iterator[Factory]:
+    made: list[Scheduler] = []
+
+    def factory(*, capped: bool = True, **config: Any) -> Scheduler:
+        engine = step_engine if capped else uncapped
+        scheduler = Scheduler(engine, LoopConfig(**config), job_timeout_s=120)
         scheduler.start()
         made.append(scheduler)
         return scheduler
@@ -62,7 +69,7 @@ def items(prompts: dict[str, bytes], count: int, voice: str = "xvec") -> list[Sy
     ]
 
 
-async def settle(scheduler: StepScheduler) -> None:
+async def settle(scheduler: Scheduler) -> None:
     """Wait until the loop is idle (nothing active or queued)."""
     for _ in range(2000):
         if scheduler.loop.active == 0 and len(scheduler.loop._queue) == 0:
@@ -75,8 +82,9 @@ def test_results_carry_audio_frames_and_finish_reasons(
     make_scheduler: Factory, voice_prompts: dict[str, bytes]
 ) -> None:
     scheduler = make_scheduler()
-    results = asyncio.run(scheduler.generate(items(voice_prompts, 5, "icl"), Sampling(), user=1))
-    assert len(results) == 5
+    result = asyncio.run(scheduler.generate(items(voice_prompts, 5, "icl"), Sampling(), user=1))
+    results = result.chunks
+    assert len(results) == 5 and result.queued_s >= 0 and result.model_s > 0
     for result in results:
         assert result.finish_reason in (EOS, LENGTH)
         assert 1 <= result.frames <= 12
@@ -116,8 +124,8 @@ def test_streamed_pieces_come_in_order_and_join_to_the_results(
     async def stream() -> tuple[list[Any], list[Any]]:
         audio = scheduler.stream(items(voice_prompts, 3, "icl"), GREEDY, user=1)
         pieces = [piece async for piece in audio]
-        assert audio.results is not None
-        return pieces, audio.results
+        assert audio.result is not None
+        return pieces, audio.result.chunks
 
     pieces, results = asyncio.run(stream())
     assert [p.index for p in pieces] == sorted(p.index for p in pieces)
@@ -148,7 +156,7 @@ def test_a_flooding_user_gets_queue_full_and_others_are_served(
             scheduler.generate(items(voice_prompts, 1), Sampling(), user="other") for _ in range(2)
         ]
         answers = await asyncio.gather(*other, *tasks)
-        assert [len(answer) for answer in answers] == [1, 1, 2, 2]
+        assert [len(answer.chunks) for answer in answers] == [1, 1, 2, 2]
 
     asyncio.run(flood())
 
@@ -167,10 +175,10 @@ def test_a_short_request_runs_beside_a_batch_that_fills_every_slot(
         big = asyncio.ensure_future(scheduler.generate(batch, GREEDY, user="batch"))
         while scheduler.loop.active < 2:
             await asyncio.sleep(0.005)
-        [short] = await scheduler.generate(items(voice_prompts, 1, "icl"), GREEDY, user="short")
-        assert short.frames >= 1
+        done = await scheduler.generate(items(voice_prompts, 1, "icl"), GREEDY, user="short")
+        assert done.chunks[0].frames >= 1
         assert not big.done()  # the batch still has most of its chunks ahead of it
-        assert len(await big) == 12
+        assert len((await big).chunks) == 12
 
     asyncio.run(race())
 
@@ -210,7 +218,7 @@ def runaway_item(step_engine: StepEngine, voice_prompts: dict[str, bytes]) -> Sy
 def test_a_runaway_is_retried_once_then_fails(
     make_scheduler: Factory, runaway_item: SynthItem
 ) -> None:
-    scheduler = make_scheduler(frame_cap=2048)
+    scheduler = make_scheduler(capped=False)
     with pytest.raises(Runaway, match="frame"):
         asyncio.run(scheduler.generate([runaway_item], GREEDY))  # greedy: the retry runs away too
     stats = scheduler.stats
@@ -221,7 +229,7 @@ def test_a_runaway_is_retried_once_then_fails(
 def test_a_seeded_or_streamed_runaway_fails_without_retry(
     make_scheduler: Factory, runaway_item: SynthItem
 ) -> None:
-    scheduler = make_scheduler(frame_cap=2048)
+    scheduler = make_scheduler(capped=False)
     seeded = Sampling(temperature=0, seed=3)
     with pytest.raises(Runaway):
         asyncio.run(scheduler.generate([runaway_item], seeded))
@@ -252,10 +260,10 @@ def test_a_runaway_retry_with_a_new_seed_can_succeed(
         outcome.setdefault(slot.finish or "", seed)
         if len(outcome) == 2:
             break
-    scheduler = make_scheduler(frame_cap=2048)  # warmed up before the seeds are fixed
+    scheduler = make_scheduler(capped=False)  # warmed up before the seeds are fixed
     seeds = iter([outcome[LENGTH], outcome[EOS]])
     monkeypatch.setattr(sampler, "random_seed", lambda: next(seeds))
-    [result] = asyncio.run(scheduler.generate([item], Sampling()))
+    [result] = asyncio.run(scheduler.generate([item], Sampling())).chunks
     assert (result.finish_reason, result.retried) == (EOS, True)
     assert scheduler.stats.chunks_retried == 1 and scheduler.stats.runaways == 0
 
@@ -267,7 +275,7 @@ def test_same_seed_and_text_alone_give_the_same_audio(
     scheduler = make_scheduler()
     job = items(voice_prompts, 1, "icl")
     first, second, other = (
-        asyncio.run(scheduler.generate(job, Sampling(seed=seed)))[0] for seed in (5, 5, 6)
+        asyncio.run(scheduler.generate(job, Sampling(seed=seed))).chunks[0] for seed in (5, 5, 6)
     )
     assert np.array_equal(first.audio.samples, second.audio.samples)
     assert not np.array_equal(first.audio.samples, other.audio.samples)
@@ -279,7 +287,7 @@ def test_shutdown_drains_running_work_then_cancels_the_rest(
     draining = make_scheduler(slots=1)
     cut = make_scheduler(slots=1)
 
-    async def started(scheduler: StepScheduler) -> None:
+    async def started(scheduler: Scheduler) -> None:
         while scheduler.loop.active == 0:
             await asyncio.sleep(0.002)
 
@@ -287,7 +295,7 @@ def test_shutdown_drains_running_work_then_cancels_the_rest(
         kept = asyncio.ensure_future(draining.generate(items(voice_prompts, 4), Sampling()))
         await started(draining)
         await asyncio.to_thread(draining.shutdown, drain_s=120)
-        assert len(await kept) == 4
+        assert len((await kept).chunks) == 4
         with pytest.raises(ShuttingDown):
             await draining.generate(items(voice_prompts, 1), Sampling())
         dropped = asyncio.ensure_future(cut.generate(items(voice_prompts, 30), Sampling()))

@@ -9,6 +9,7 @@ loop) and return.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
@@ -17,16 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from qwen3_tts_server.engine.base import EngineError
+from qwen3_tts_server.engine.base import Item
 from qwen3_tts_server.engine.codec import ChunkSchedule, StreamDecoder
 from qwen3_tts_server.engine.guard import RunawayWatch
-from qwen3_tts_server.engine.qwen import Item
 from qwen3_tts_server.engine.stepper import Slot
 from qwen3_tts_server.values import Audio, Sampling
-
-
-class Runaway(EngineError):
-    """A chunk used its whole frame budget without ending, also on its retry (API: 503)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +33,16 @@ class ChunkResult:
     finish_reason: str
     frames: int
     retried: bool
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Every chunk's result, and where the job's time went: `queued_s` from submission until
+    its first chunk was admitted, `model_s` from then until its last chunk finished."""
+
+    chunks: list[ChunkResult]
+    queued_s: float
+    model_s: float
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,9 @@ class Job:
         self.schedule = schedule
         self.sample_rate = sample_rate
         self.on_audio = on_audio
-        self.future: Future[list[ChunkResult]] = Future()
+        self.future: Future[JobResult] = Future()
+        self.submitted = time.perf_counter()
+        self.started: float | None = None  # when its first chunk was admitted
         self.chunks = [
             Chunk(self, index, item, budget, truncates)
             for index, (item, (budget, truncates)) in enumerate(zip(items, budgets, strict=True))
@@ -146,7 +154,10 @@ class Job:
     def resolve(self) -> None:
         """Hand the caller every chunk's result (after the loop has counted the job)."""
         if self.future.set_running_or_notify_cancel():
-            self.future.set_result([self._result(c) for c in self.chunks])
+            now = time.perf_counter()
+            started = self.submitted if self.started is None else self.started
+            results = [self._result(c) for c in self.chunks]
+            self.future.set_result(JobResult(results, started - self.submitted, now - started))
 
     def fail(self, error: BaseException) -> None:
         for chunk in self.chunks:

@@ -27,12 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen3_tts_server.engine.admission import FairQueue, Refused
-from qwen3_tts_server.engine.base import EngineError, ModelUnavailable, QueueFull, ShuttingDown
-from qwen3_tts_server.engine.bounds import HARD_CAP
+from qwen3_tts_server.engine.base import (
+    Engine,
+    EngineError,
+    ModelUnavailable,
+    QueueFull,
+    Runaway,
+    ShuttingDown,
+)
 from qwen3_tts_server.engine.codec import StreamDecoder
 from qwen3_tts_server.engine.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
-from qwen3_tts_server.engine.jobs import Chunk, Job, Runaway
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.jobs import Chunk, Job
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
@@ -63,7 +68,6 @@ class LoopConfig:
     user_slots: int | None = None
     queue_max: int = 64
     user_queue_max: int = 16
-    frame_cap: int = HARD_CAP
     drain_s: float = 10.0
     guard: GuardPolicy = field(default_factory=GuardPolicy)
 
@@ -71,7 +75,7 @@ class LoopConfig:
 class StepLoop:
     """Owns the step engine on one thread; other threads submit jobs and one-off calls."""
 
-    def __init__(self, engine: StepEngine, config: LoopConfig | None = None) -> None:
+    def __init__(self, engine: Engine, config: LoopConfig | None = None) -> None:
         self.engine = engine
         self.config = config = config or LoopConfig()
         self._queue: FairQueue[Job] = FairQueue(
@@ -92,6 +96,8 @@ class StepLoop:
         self.warm_up_error: BaseException | None = None
         self._chunk_seconds = 1.0
         self.stats = LoopStats()
+        #: Called on the inference thread after each step: (slots stepped, seconds incl. decode).
+        self.on_step: Callable[[int, float], None] | None = None
 
     # ---- lifecycle (any thread) ------------------------------------------------------------
 
@@ -251,6 +257,8 @@ class StepLoop:
     def _start(self, chunk: Chunk) -> None:
         # Unseeded slots draw a fresh random seed, so a retry is a new attempt.
         slot = self.engine.admit(chunk.item, chunk.job.sampling, chunk.budget)
+        if chunk.job.started is None:
+            chunk.job.started = time.perf_counter()
         chunk.slot = slot
         chunk.decoder = StreamDecoder(slot.lane.codec, chunk.job.schedule, slot.context)
         chunk.watch = RunawayWatch(chunk.item.text, slot.lane.codec.upsample, self.config.guard)
@@ -259,6 +267,7 @@ class StepLoop:
 
     def _step(self) -> None:
         chunks = list(self._active)
+        started = time.perf_counter()
         try:
             self.engine.step([chunk.slot for chunk in chunks if chunk.slot is not None])
         except Exception as exc:
@@ -272,6 +281,11 @@ class StepLoop:
         for chunk in chunks:
             if chunk.slot is not None:
                 self._advance(chunk)
+        if self.on_step is not None:
+            try:
+                self.on_step(len(chunks), time.perf_counter() - started)
+            except Exception:
+                log.exception("on_step callback failed")
 
     def _advance(self, chunk: Chunk) -> None:
         slot, decoder, watch = chunk.slot, chunk.decoder, chunk.watch

@@ -29,6 +29,7 @@ from qwen3_tts_server.engine.base import (
     DesignItem,
     EngineInfo,
     InvalidInput,
+    Item,
     ModelsMissing,
     ModelUnavailable,
     Sampling,
@@ -55,8 +56,6 @@ _MISSING = {
     "voice_design": "voice design needs the VoiceDesign model; set MODEL_VOICEDESIGN_REPO "
     "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign)",
 }
-#: One text to speak, in any of the three ways (clone, preset speaker, designed voice).
-Item = SynthItem | CustomItem | DesignItem
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
-from qwen3_tts_server.engine.base import CustomItem, DesignItem, EngineInfo, SynthItem
+from qwen3_tts_server.engine.base import CustomItem, DesignItem, EngineInfo, Item, SynthItem
 from qwen3_tts_server.engine.codec import Codec
 from qwen3_tts_server.engine.guard import EOS, LENGTH
 from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.layers import KV, DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
 from qwen3_tts_server.engine.predictor import EagerPasses, PredictorGraphs
-from qwen3_tts_server.engine.qwen import Item, QwenEngine, as_invalid_input, generate_kwargs
+from qwen3_tts_server.engine.qwen import QwenEngine, as_invalid_input, generate_kwargs
 from qwen3_tts_server.engine.sampler import SlotSampler, TalkerRules
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -142,6 +142,10 @@ class StepEngine:
 
     def info(self) -> EngineInfo:
         return self.engine.info()
+
+    @property
+    def frame_cap(self) -> int:
+        return self.engine.max_new_tokens_cap
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         return self.engine.create_prompt(audio, transcript)

@@ -177,7 +177,7 @@ class VoiceService:
                 "(set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
             )
         sampling = self._settings.sampling()
-        sample = await model.scheduler.design(phrase, description, language, sampling)
+        sample = await model.scheduler.design(phrase, description, language, sampling, user=user_id)
         prompt = await model.scheduler.create_prompt(sample, phrase)
         data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
         return await in_thread(
