@@ -6,8 +6,9 @@
 
 The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler, encoding, usage
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
-`QwenEngine` on the tiny base model behind `TimedEngine`, a thin proxy that forwards every Engine
-method and adds up the seconds spent in `synthesize`. What it measures, and why:
+step engine (or stock qwen-tts behind the step interface, stock_engine.py) on the tiny base model
+behind `TimedEngine`, a thin proxy that forwards every Engine method and adds up the seconds
+spent admitting and stepping. What it measures, and why:
 
 * `tts_overhead`: for sequential /tts requests (fixed seed and text, so every generation is the
   same length), client latency minus engine time = what the server adds around the model (auth,
@@ -17,20 +18,20 @@ method and adds up the seconds spent in `synthesize`. What it measures, and why:
 * `encode`: `audio.encode.encode` of one real tiny-model output (the /tts output above) in each
   format, as ms of work per second of audio (median); short clips make per-call costs show.
 * `batching`: the same texts as 8 sequential /tts, one /batchtts, and 8 concurrent /tts (one
-  thread each), unseeded (seeded jobs are never merged). Wall times are medians over
-  interleaved rounds; ratios compare modes within this run (the machine is shared and noisy).
-  `engine_calls` lists the items per engine call in the last round, showing what was merged.
+  thread each), unseeded. The step loop runs the texts side by side in its slots (each leaves
+  its slot when it ends); `stock` runs one text per call, one after another. Wall times are
+  medians over interleaved rounds; ratios compare modes within this run (the machine is shared
+  and noisy).
+  `max_slots_per_step` is the most texts one engine step ran side by side in the last round.
 Generation is capped at `--frames` frames (80 ms each); the tiny model's weights are random, so
-EOS may come earlier: generated frames (audio length / 80 ms) are reported next to the times. An
-early EOS shortens a single-item call but not a merged batch, which runs until its longest item
-ends, so random EOS favours sequential /tts: the batching ratios err on the cautious side.
+EOS may come earlier: generated frames (audio length / 80 ms) are reported next to the times.
 Figures on the tiny model show server overheads and batching gains, not real-model speed.
 `--real-dims` serves the random model with the real 0.6B sizes instead (built once under
 `--data-dir`, see bench/speed.py): then `tts_overhead.latency_per_audio_s` (client latency per
 second of audio, < 1 is faster than real time) is the server's speed as a client sees it.
 `--engines` runs the whole measurement once per engine and dtype, one app after the other:
-`stock` is today's engine (stock qwen-tts per call), `ours` / `ours-int8` the step loop behind
-the same interface (loop_engine.py), until the server's scheduler drives the loop itself.
+`stock` is the engine before the step loop (stock qwen-tts per text, stock_engine.py), `ours` /
+`ours-int8` the step loop the server runs.
 """
 
 from __future__ import annotations
@@ -54,20 +55,14 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-from loop_engine import LoopEngine
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.base import (
-    Audio,
-    CustomItem,
-    Engine,
-    EngineInfo,
-    Sampling,
-    SynthItem,
-)
+from qwen3_tts_server.engine.base import Audio, Engine, EngineInfo, Item, Sampling
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import Slot, StepEngine
 from qwen3_tts_server.engine.tiny import cached_models, make_tiny_models
+from stock_engine import StockEngine
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 FRAME_S = 0.08
@@ -79,7 +74,8 @@ TEXTS = [
 
 
 class TimedEngine:
-    """Forwards every Engine method; adds up the seconds, calls and audio of `synthesize`."""
+    """Forwards every Engine method; adds up the seconds spent admitting and stepping, the
+    audio made (frames x 80 ms, counted when a slot is released) and the slots per step."""
 
     def __init__(self, inner: Engine) -> None:
         self._inner = inner
@@ -87,36 +83,43 @@ class TimedEngine:
         self.synth_seconds = 0.0
         self.audio_seconds = 0.0
         self.call_sizes: list[int] = []
+        #: The last /tts output as the client got it (set by `_tts_overhead`).
         self.last_output: Audio | None = None
 
     def info(self) -> EngineInfo:
         return self._inner.info()
 
+    @property
+    def frame_cap(self) -> int:
+        return self._inner.frame_cap
+
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         return self._inner.create_prompt(audio, transcript)
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         started = time.perf_counter()
-        result = self._inner.synthesize(items, sampling)
-        elapsed = time.perf_counter() - started
+        slot = self._inner.admit(item, sampling, budget)
         with self._lock:
-            self.synth_seconds += elapsed
-            self.audio_seconds += sum(clip.duration_s for clip in result)
-            self.call_sizes.append(len(items))
-            self.last_output = result[0] if result else self.last_output
-        return result
+            self.synth_seconds += time.perf_counter() - started
+        return slot
 
-    def synthesize_custom(self, items: Sequence[CustomItem], sampling: Sampling) -> list[Audio]:
-        return self._inner.synthesize_custom(items, sampling)
+    def step(self, slots: Sequence[Slot]) -> None:
+        started = time.perf_counter()
+        self._inner.step(slots)
+        with self._lock:
+            self.synth_seconds += time.perf_counter() - started
+            self.call_sizes.append(len(slots))
 
-    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        return self._inner.design(text, description, language, sampling)
+    def release(self, slot: Slot) -> None:
+        self._inner.release(slot)
+        with self._lock:
+            self.audio_seconds += slot.count * FRAME_S
 
     def warm_up(self) -> None:
         self._inner.warm_up()
 
     def snapshot(self) -> tuple[float, float, int]:
-        """(engine seconds, audio seconds, calls) so far; differences measure one stretch."""
+        """(engine seconds, audio seconds, steps) so far; differences measure one stretch."""
         with self._lock:
             return self.synth_seconds, self.audio_seconds, len(self.call_sizes)
 
@@ -177,6 +180,8 @@ def _tts_overhead(
         started = time.perf_counter()
         response = _ok(client.post("/tts", json=body, headers=headers))
         latency = time.perf_counter() - started
+        samples, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+        engine.last_output = Audio(samples, rate)
         spent = engine.snapshot()[0] - before
         latencies.append(latency)
         engine_times.append(spent)
@@ -263,21 +268,21 @@ def _batching(
     modes = {"sequential_tts": sequential, "batchtts": batch, "concurrent_tts": concurrent}
     walls: dict[str, list[float]] = {name: [] for name in modes}
     frames: dict[str, list[int]] = {name: [] for name in modes}
-    calls: dict[str, list[int]] = {}
+    calls: dict[str, int] = {}
     for _ in range(rounds):
         for name, run in modes.items():
             _, audio_before, calls_before = engine.snapshot()
             walls[name].append(_timed(run))
             _, audio_after, _ = engine.snapshot()
             frames[name].append(round((audio_after - audio_before) / FRAME_S))
-            calls[name] = engine.call_sizes[calls_before:]
+            calls[name] = max(engine.call_sizes[calls_before:], default=0)
     wall = {name: statistics.median(times) for name, times in walls.items()}
     return {
         "texts": len(TEXTS),
         "rounds": rounds,
         "wall_s": {name: round(seconds, 3) for name, seconds in wall.items()},
         "frames_per_round": frames,
-        "engine_calls": calls,
+        "max_slots_per_step": calls,
         "batchtts_vs_sequential": round(wall["batchtts"] / wall["sequential_tts"], 3),
         "concurrent_vs_sequential": round(wall["concurrent_tts"] / wall["sequential_tts"], 3),
     }
@@ -295,9 +300,9 @@ def run(
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     stock = QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
-    inner: Engine = stock
+    inner: Engine = StockEngine(stock)
     if kind != "stock":
-        inner = LoopEngine(stock, quant="int8" if kind == "ours-int8" else "none")
+        inner = StepEngine(stock, quant="int8" if kind == "ours-int8" else "none")
     engine = TimedEngine(inner)
     models_dir = base_dir.parent
     settings = Settings(

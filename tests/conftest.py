@@ -1,8 +1,9 @@
 """Session fixtures for every test: tiny real-architecture models, built once, and one engine.
 
-The engine runs the real qwen-tts code. Its generation cap is small (TEST_MAX_FRAMES) so a call
-takes a fraction of a second on a CPU: the tiny model's weights are random, EOS comes at random,
-and the cap is what ends most generations.
+`engine` is the step engine the server runs (the real qwen-tts code under the step loop);
+`stock` is the stock qwen-tts path under it, the reference. Generation is capped at
+TEST_MAX_FRAMES frames so a text takes a fraction of a second on a CPU: the tiny model's weights
+are random, EOS comes at random, and the cap is what ends most generations.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
 from qwen3_tts_server.values import Audio
 
@@ -41,7 +43,7 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_models_dir: Path) -> QwenEngine:
+def stock(tiny_models_dir: Path) -> QwenEngine:
     """A QwenEngine with all three tiny models on the CPU in float32 (the same on every CPU,
     whatever DTYPE=auto picks). Not thread-safe: one user at a time."""
     return QwenEngine.load(
@@ -55,7 +57,13 @@ def engine(tiny_models_dir: Path) -> QwenEngine:
 
 
 @pytest.fixture(scope="session")
-def voice_prompts(engine: QwenEngine) -> dict[str, bytes]:
+def engine(stock: QwenEngine) -> StepEngine:
+    """The step engine over `stock`, as the server runs it. One user (app) at a time."""
+    return StepEngine(stock)
+
+
+@pytest.fixture(scope="session")
+def voice_prompts(engine: StepEngine) -> dict[str, bytes]:
     """Prompt bytes of two voices: "icl" (with transcript) and "xvec" (x-vector only)."""
     return {
         "icl": engine.create_prompt(_tone(pitch=220.0), "Hello, this is my voice."),

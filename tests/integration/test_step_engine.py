@@ -37,11 +37,6 @@ KNOBS = Sampling(seed=11, temperature=0.7, top_k=20, top_p=0.8, repetition_penal
 
 
 @pytest.fixture(scope="module")
-def step_engine(engine: QwenEngine) -> StepEngine:
-    return StepEngine(engine)
-
-
-@pytest.fixture(scope="module")
 def items(voice_prompts: dict[str, bytes]) -> dict[str, Item]:
     return {
         "icl": SynthItem("Hello there, how are you today?", "english", voice_prompts["icl"]),
@@ -73,89 +68,85 @@ def solo(engine: StepEngine, item: Item, sampling: Sampling, budget: int = BUDGE
     + [("icl", KNOBS)],
 )
 def test_codes_equal_stock_alone(
-    engine: QwenEngine,
-    step_engine: StepEngine,
+    stock: QwenEngine,
+    engine: StepEngine,
     items: dict[str, Item],
     kind: str,
     sampling: Sampling,
 ) -> None:
     # stock's max_new_tokens counts the token whose frame is never made: budget + 1
-    [stock] = engine.stock_codes([items[kind]], sampling, BUDGET + 1)
-    ours = solo(step_engine, items[kind], sampling)
+    [stock] = stock.stock_codes([items[kind]], sampling, BUDGET + 1)
+    ours = solo(engine, items[kind], sampling)
     assert ours.shape[1] == 4 and 1 <= ours.shape[0] <= BUDGET
     assert torch.equal(ours, stock)
 
 
 @pytest.mark.parametrize("sampling", [GREEDY, SEEDED], ids=["greedy", "seeded"])
 def test_each_item_of_a_mixed_batch_equals_stock_alone(
-    engine: QwenEngine, step_engine: StepEngine, items: dict[str, Item], sampling: Sampling
+    stock: QwenEngine, engine: StepEngine, items: dict[str, Item], sampling: Sampling
 ) -> None:
     """Four kinds, three models, different prompt lengths, in one step; rows end apart."""
     budgets = {"icl": 9, "xvec": 16, "custom": 12, "design": 5}
-    slots = [step_engine.admit(items[k], sampling, budgets[k]) for k in budgets]
-    mixed = run(step_engine, slots)
+    slots = [engine.admit(items[k], sampling, budgets[k]) for k in budgets]
+    mixed = run(engine, slots)
     for kind, codes in zip(budgets, mixed, strict=True):
-        [stock] = engine.stock_codes([items[kind]], sampling, budgets[kind] + 1)
+        [stock] = stock.stock_codes([items[kind]], sampling, budgets[kind] + 1)
         assert torch.equal(codes, stock), kind
 
 
-def test_slots_join_and_leave_between_steps(
-    step_engine: StepEngine, items: dict[str, Item]
-) -> None:
+def test_slots_join_and_leave_between_steps(engine: StepEngine, items: dict[str, Item]) -> None:
     """A slot admitted while another is half done gets its solo codes; so does the first."""
-    alone = {k: solo(step_engine, items[k], GREEDY) for k in ("icl", "xvec")}
-    first = step_engine.admit(items["icl"], GREEDY, BUDGET)
+    alone = {k: solo(engine, items[k], GREEDY) for k in ("icl", "xvec")}
+    first = engine.admit(items["icl"], GREEDY, BUDGET)
     for _ in range(5):
-        step_engine.step([first])
-    second = step_engine.admit(items["xvec"], GREEDY, BUDGET)
-    run(step_engine, [first, second])
+        engine.step([first])
+    second = engine.admit(items["xvec"], GREEDY, BUDGET)
+    run(engine, [first, second])
     assert torch.equal(first.frames, alone["icl"])
     assert torch.equal(second.frames, alone["xvec"])
 
 
-def test_finish_reasons_and_budget(step_engine: StepEngine, items: dict[str, Item]) -> None:
+def test_finish_reasons_and_budget(engine: StepEngine, items: dict[str, Item]) -> None:
     ended = []
     for seed in range(40):  # sampled runs: some stop by EOS, some use the whole budget
-        slot = step_engine.admit(items["xvec"], Sampling(seed=seed), 6)
-        run(step_engine, [slot])
+        slot = engine.admit(items["xvec"], Sampling(seed=seed), 6)
+        run(engine, [slot])
         assert (slot.finish, slot.count == 6) in ((LENGTH, True), (EOS, False))
         ended.append(slot.finish)
     assert {EOS, LENGTH} <= set(ended)
 
 
-def test_unseeded_slots_draw_their_own_seeds(
-    step_engine: StepEngine, items: dict[str, Item]
-) -> None:
-    first = step_engine.admit(items["icl"], Sampling(), BUDGET)
-    second = step_engine.admit(items["icl"], Sampling(), BUDGET)
+def test_unseeded_slots_draw_their_own_seeds(engine: StepEngine, items: dict[str, Item]) -> None:
+    first = engine.admit(items["icl"], Sampling(), BUDGET)
+    second = engine.admit(items["icl"], Sampling(), BUDGET)
     assert first.sampler.seed != second.sampler.seed
-    same = step_engine.admit(items["icl"], Sampling(), BUDGET, seed=first.sampler.seed)
-    run(step_engine, [first])
-    run(step_engine, [same])
+    same = engine.admit(items["icl"], Sampling(), BUDGET, seed=first.sampler.seed)
+    run(engine, [first])
+    run(engine, [same])
     assert torch.equal(first.frames, same.frames)
 
 
 def test_bad_requests_are_refused_at_admission(
-    tiny_models_dir: Path, step_engine: StepEngine, voice_prompts: dict[str, bytes]
+    tiny_models_dir: Path, engine: StepEngine, voice_prompts: dict[str, bytes]
 ) -> None:
     with pytest.raises(InvalidInput):
-        step_engine.admit(SynthItem("   ", "english", voice_prompts["icl"]), GREEDY, 4)
+        engine.admit(SynthItem("   ", "english", voice_prompts["icl"]), GREEDY, 4)
     with pytest.raises(InvalidInput):
-        step_engine.admit(SynthItem("Hi.", "klingon", voice_prompts["icl"]), GREEDY, 4)
+        engine.admit(SynthItem("Hi.", "klingon", voice_prompts["icl"]), GREEDY, 4)
     with pytest.raises(InvalidInput):
-        step_engine.admit(CustomItem("Hi.", "english", "nobody"), GREEDY, 4)
+        engine.admit(CustomItem("Hi.", "english", "nobody"), GREEDY, 4)
     with pytest.raises(PromptCorrupt):
-        step_engine.admit(SynthItem("Hi.", "english", b"not a prompt"), GREEDY, 4)
+        engine.admit(SynthItem("Hi.", "english", b"not a prompt"), GREEDY, 4)
     base_only = StepEngine(QwenEngine.load(tiny_models_dir / "base", device="cpu"))
     with pytest.raises(ModelUnavailable):
         base_only.admit(DesignItem("Hi.", "english", "calm"), GREEDY, 4)
 
 
-def test_weights_are_prepacked_on_cpu(step_engine: StepEngine) -> None:
-    lane = step_engine._lanes["base"]
+def test_weights_are_prepacked_on_cpu(engine: StepEngine) -> None:
+    lane = engine._lanes["base"]
     layer = lane.talker_layers[0]
     assert isinstance(layer.o, PackedLinear) and layer.qkv is not None
-    plain = StepEngine(step_engine.engine, prepack=False)._lanes["base"].talker_layers[0]
+    plain = StepEngine(engine.engine, prepack=False)._lanes["base"].talker_layers[0]
     assert isinstance(plain.o, PlainLinear) and plain.qkv is None
 
 

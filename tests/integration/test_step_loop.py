@@ -37,23 +37,18 @@ Factory = Callable[..., Scheduler]
 
 
 @pytest.fixture(scope="module")
-def step_engine(engine: QwenEngine) -> StepEngine:
-    return StepEngine(engine)
-
-
-@pytest.fixture(scope="module")
 def uncapped(tiny_models_dir: Path) -> StepEngine:
     """A step engine without the tests' 12-frame cap: chunks get their texts' budgets."""
     return StepEngine(QwenEngine.load(tiny_models_dir / "base", device="cpu", dtype="float32"))
 
 
 @pytest.fixture
-def make_scheduler(step_engine: StepEngine, uncapped: StepEngine) -> Iterator[Factory]:
+def make_scheduler(engine: StepEngine, uncapped: StepEngine) -> Iterator[Factory]:
     made: list[Scheduler] = []
 
     def factory(*, capped: bool = True, **config: Any) -> Scheduler:
-        engine = step_engine if capped else uncapped
-        scheduler = Scheduler(engine, LoopConfig(**config), job_timeout_s=120)
+        chosen = engine if capped else uncapped
+        scheduler = Scheduler(chosen, LoopConfig(**config), job_timeout_s=120)
         scheduler.start()
         made.append(scheduler)
         return scheduler
@@ -162,12 +157,12 @@ def test_a_flooding_user_gets_queue_full_and_others_are_served(
 
 
 def test_a_short_request_runs_beside_a_batch_that_fills_every_slot(
-    make_scheduler: Factory, step_engine: StepEngine, voice_prompts: dict[str, bytes]
+    make_scheduler: Factory, engine: StepEngine, voice_prompts: dict[str, bytes]
 ) -> None:
     batch = items(voice_prompts, 1)[:1] * 12
-    solo = step_engine.admit(batch[0], GREEDY, 12)
+    solo = engine.admit(batch[0], GREEDY, 12)
     while not solo.done:
-        step_engine.step([solo])
+        engine.step([solo])
     assert solo.count >= 8  # precondition: each batch chunk takes several steps
     scheduler = make_scheduler(slots=2, reserve=1)
 
@@ -205,12 +200,12 @@ def test_a_caller_who_leaves_has_its_work_withdrawn_between_steps(
 
 
 @pytest.fixture(scope="module")
-def runaway_item(step_engine: StepEngine, voice_prompts: dict[str, bytes]) -> SynthItem:
+def runaway_item(engine: StepEngine, voice_prompts: dict[str, bytes]) -> SynthItem:
     item = SynthItem(RUNAWAY_TEXT, "english", voice_prompts["xvec"])
     budget, _ = frame_budget(RUNAWAY_TEXT, 2048)
-    slot = step_engine.admit(item, GREEDY, budget)
+    slot = engine.admit(item, GREEDY, budget)
     while not slot.done:
-        step_engine.step([slot])
+        engine.step([slot])
     assert slot.finish == LENGTH  # precondition of the runaway tests
     return item
 
@@ -246,7 +241,7 @@ def test_a_seeded_or_streamed_runaway_fails_without_retry(
 
 def test_a_runaway_retry_with_a_new_seed_can_succeed(
     make_scheduler: Factory,
-    step_engine: StepEngine,
+    engine: StepEngine,
     voice_prompts: dict[str, bytes],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -254,9 +249,9 @@ def test_a_runaway_retry_with_a_new_seed_can_succeed(
     budget, _ = frame_budget(RUNAWAY_TEXT, 2048)
     outcome: dict[str, int] = {}
     for seed in range(200):  # one seed that runs away, one that ends by EOS
-        slot = step_engine.admit(item, Sampling(), budget, seed=seed)
+        slot = engine.admit(item, Sampling(), budget, seed=seed)
         while not slot.done:
-            step_engine.step([slot])
+            engine.step([slot])
         outcome.setdefault(slot.finish or "", seed)
         if len(outcome) == 2:
             break

@@ -46,11 +46,10 @@ class ChunkSchedule:
             raise ValueError("chunk sizes must be >= 1 and the context >= 0")
 
 
-#: Streamed requests: first audio after 4 frames (0.32 s of audio), then 2 s pieces.
+#: The schedule of every request, streamed or not, so that a stream and a /tts file of the same
+#: seeded text (run alone) are the same samples: first audio after 4 frames (0.32 s of audio),
+#: then 2 s pieces, which is also how often the runaway guard hears new audio.
 STREAMING = ChunkSchedule(first=4, next=25)
-#: Stored-only requests: fewer, larger calls (less re-decoded context), early enough for the
-#: runaway guard to hear trailing silence.
-WHOLE = ChunkSchedule(first=50, next=50)
 
 
 class Codec:

@@ -195,11 +195,18 @@ class StepLoop:
         self._warm.set()
         self._warm_done.set()
         while self._wait_for_work():
-            self._withdraw()
-            self._run_calls()
-            self._admit()
-            if self._active:
-                self._step()
+            try:
+                self._withdraw()
+                self._run_calls()
+                self._admit()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # a bug: fail what is in flight, keep serving
+                log.exception("the step loop failed; failing the work in flight")
+                for chunk in self._active:
+                    chunk.slot = None  # its buffers go with it; the engine is not asked again
+                self._active.clear()
+                self._fail_everything(EngineError(f"the engine failed: {exc}"))
         self._fail_everything(ShuttingDown("the server shut down before this work ran"))
 
     def _wait_for_work(self) -> bool:

@@ -25,7 +25,7 @@ from qwen3_tts_server.engine.base import (
     JobTimeout,
     SynthItem,
 )
-from qwen3_tts_server.engine.codec import STREAMING, WHOLE, ChunkSchedule
+from qwen3_tts_server.engine.codec import STREAMING
 from qwen3_tts_server.engine.guard import frame_budget
 from qwen3_tts_server.engine.jobs import AudioPiece, Job, JobResult
 from qwen3_tts_server.engine.loop import LoopConfig, LoopStats, StepLoop
@@ -151,7 +151,7 @@ class Scheduler:
         long the job waited and ran."""
         if not items:
             return JobResult([], 0.0, 0.0)
-        job = self._job(items, sampling, user, WHOLE)
+        job = self._job(items, sampling, user)
         self.loop.submit(job)
         wrapped = asyncio.wrap_future(job.future)
         try:
@@ -172,7 +172,7 @@ class Scheduler:
         as it is made. Call from the event loop."""
         if not items:
             raise ValueError("a stream needs at least one item")
-        job = self._job(items, sampling, user, STREAMING)
+        job = self._job(items, sampling, user)
         stream = AudioStream(self.loop, job, self._timeout)
         self.loop.submit(job)
         return stream
@@ -218,9 +218,7 @@ class Scheduler:
             raise
         return result
 
-    def _job(
-        self, items: Sequence[Item], sampling: Sampling, user: Hashable, schedule: ChunkSchedule
-    ) -> Job:
+    def _job(self, items: Sequence[Item], sampling: Sampling, user: Hashable) -> Job:
         cap = self._engine.frame_cap
         budgets = [frame_budget(item.text, cap) for item in items]
-        return Job(user, items, budgets, sampling, schedule, self._sample_rate)
+        return Job(user, items, budgets, sampling, STREAMING, self._sample_rate)
