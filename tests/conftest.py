@@ -8,12 +8,14 @@ are random, EOS comes at random, and the cap is what ends most generations.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qwen3_tts_server.engine import sampler
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
@@ -26,6 +28,13 @@ TEST_MAX_FRAMES = 12
 def _tone(seconds: float = 1.0, sample_rate: int = 24000, pitch: float = 220.0) -> Audio:
     t = np.arange(int(seconds * sample_rate), dtype=np.float32) / sample_rate
     return Audio((0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), sample_rate)
+
+
+@pytest.fixture(autouse=True)
+def _seeds_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unseeded generations draw their seeds from a counter instead of the OS: each test sees
+    the same "random" audio on every run (production draws them at random)."""
+    monkeypatch.setattr(sampler, "random_seed", itertools.count(1).__next__)
 
 
 @pytest.fixture(scope="session")

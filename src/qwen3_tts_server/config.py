@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     engine_max_batch: int = Field(8, ge=1)
     engine_reserve_slots: int = Field(2, ge=0)
     job_timeout_s: float = Field(600.0, gt=0)
+    #: Frames (80 ms) one sentence chunk may make at most; each text gets less, its own budget.
+    max_frames: int = Field(2048, ge=1)
     #: On shutdown, running and queued work may finish for this long, then it is cancelled.
     shutdown_drain_s: float = Field(10.0, ge=0)
     chunk_max_chars: int = Field(300, ge=20)

@@ -75,10 +75,10 @@ def test_codes_equal_stock_alone(
     sampling: Sampling,
 ) -> None:
     # stock's max_new_tokens counts the token whose frame is never made: budget + 1
-    [stock] = stock.stock_codes([items[kind]], sampling, BUDGET + 1)
+    [reference] = stock.stock_codes([items[kind]], sampling, BUDGET + 1)
     ours = solo(engine, items[kind], sampling)
     assert ours.shape[1] == 4 and 1 <= ours.shape[0] <= BUDGET
-    assert torch.equal(ours, stock)
+    assert torch.equal(ours, reference)
 
 
 @pytest.mark.parametrize("sampling", [GREEDY, SEEDED], ids=["greedy", "seeded"])
@@ -90,8 +90,8 @@ def test_each_item_of_a_mixed_batch_equals_stock_alone(
     slots = [engine.admit(items[k], sampling, budgets[k]) for k in budgets]
     mixed = run(engine, slots)
     for kind, codes in zip(budgets, mixed, strict=True):
-        [stock] = stock.stock_codes([items[kind]], sampling, budgets[kind] + 1)
-        assert torch.equal(codes, stock), kind
+        [reference] = stock.stock_codes([items[kind]], sampling, budgets[kind] + 1)
+        assert torch.equal(codes, reference), kind
 
 
 def test_slots_join_and_leave_between_steps(engine: StepEngine, items: dict[str, Item]) -> None:
@@ -166,6 +166,6 @@ def test_bf16_codes_equal_stock_bf16(
     budgets = {"icl": 16, "xvec": 11, "custom": 14, "design": 8}
     mixed = run(bf16, [bf16.admit(items[k], sampling, budgets[k]) for k in budgets])
     for kind, codes in zip(budgets, mixed, strict=True):
-        [stock] = bf16.engine.stock_codes([items[kind]], sampling, budgets[kind] + 1)
-        assert torch.equal(solo(bf16, items[kind], sampling, budgets[kind]), stock), kind
-        assert torch.equal(codes, stock), kind
+        [reference] = bf16.engine.stock_codes([items[kind]], sampling, budgets[kind] + 1)
+        assert torch.equal(solo(bf16, items[kind], sampling, budgets[kind]), reference), kind
+        assert torch.equal(codes, reference), kind

@@ -18,9 +18,9 @@ from qwen3_tts_server.values import Sampling
 
 
 def test_int8_lane_quantizes_the_layers_and_keeps_the_heads(
-    engine: QwenEngine, voice_prompts: dict[str, bytes]
+    stock: QwenEngine, voice_prompts: dict[str, bytes]
 ) -> None:
-    steps = StepEngine(engine, quant="int8")
+    steps = StepEngine(stock, quant="int8")
     lane = steps._lanes["base"]
     for layer in [*lane.talker_layers, *lane.predictor_layers]:
         assert layer.fused

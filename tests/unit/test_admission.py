@@ -77,6 +77,17 @@ def test_reserve_slots_only_for_users_holding_none() -> None:
     assert take(fair, held) is None  # reserve used up
 
 
+def test_a_user_below_its_share_does_not_take_a_reserve_slot() -> None:
+    fair = queue(slots=2, reserve=1)
+    fair.add(FakeJob("a", chunks=5))
+    fair.add(FakeJob("b", chunks=5))
+    held: dict[Hashable, int] = {}
+    assert [take(fair, held), take(fair, held)] == ["a", "b"]
+    assert take(fair, held) is None  # both hold a slot: the reserve waits for a newcomer
+    fair.add(FakeJob("c"))
+    assert take(fair, held) == "c"
+
+
 def test_user_slot_share() -> None:
     fair = queue(slots=4, reserve=0, user_slots=2)
     fair.add(FakeJob("a", chunks=5))
