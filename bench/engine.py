@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
 from qwen3_tts_server.engine.base import EngineInfo, Item, SynthItem
 from qwen3_tts_server.engine.loop import LoopConfig
@@ -73,7 +74,8 @@ class Endless:
 
     def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         slot = self.inner.admit(item, sampling, budget)
-        slot.eos = -1  # no token equals it
+        # The talker may no longer pick EOS (it would also be no valid code to decode).
+        slot.sampler._talker.append(SuppressTokensLogitsProcessor([slot.eos], device="cpu"))
         return slot
 
     def step(self, slots: Sequence[Slot]) -> None:

@@ -17,6 +17,7 @@ are its audio whatever the consumer: streamed and stored audio are the same samp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +63,27 @@ class Codec:
         self.sample_rate = int(model.get_output_sample_rate())
         self.device = next(self.decoder.parameters()).device
 
-    @torch.inference_mode()
     def decode(self, codes: torch.Tensor, skip: int = 0) -> npt.NDArray[np.float32]:
         """float32 samples of frames `codes` (T, groups), minus the first `skip` frames' samples."""
-        codes = codes.to(self.device).clamp(min=0).transpose(0, 1).unsqueeze(0)
-        wav = self.decoder(codes)[0, 0, skip * self.upsample :]
-        return wav.to(torch.float32).cpu().numpy()
+        return self.decode_many([(codes, skip)])[0]
+
+    @torch.inference_mode()
+    def decode_many(
+        self, windows: Sequence[tuple[torch.Tensor, int]]
+    ) -> list[npt.NDArray[np.float32]]:
+        """`decode` of several windows in one decoder call (one weight pass for all slots whose
+        audio is due in the same step). Shorter windows are padded on the right: the decoder is
+        causal, so padding after a window's last frame changes none of its samples."""
+        longest = max(codes.shape[0] for codes, _ in windows)
+        batch = torch.zeros(len(windows), longest, windows[0][0].shape[1], dtype=torch.long)
+        for row, (codes, _) in enumerate(windows):
+            batch[row, : codes.shape[0]] = codes
+        wav = self.decoder(batch.to(self.device).clamp(min=0).transpose(1, 2))[:, 0]
+        wav = wav.to(torch.float32).cpu().numpy()
+        up = self.upsample
+        return [
+            wav[row, skip * up : codes.shape[0] * up] for row, (codes, skip) in enumerate(windows)
+        ]
 
 
 class StreamDecoder:
@@ -93,6 +109,11 @@ class StreamDecoder:
 
     def decode(self, frames: torch.Tensor) -> npt.NDArray[np.float32]:
         """Samples of frames[decoded:] (all frames generated so far); advances `decoded`."""
+        return self.codec.decode(*self.window(frames))
+
+    def window(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """What decodes frames[decoded:] (all frames so far): the frames with their left
+        context, and how many leading frames are context; advances `decoded`."""
         context = self.schedule.context
         start = max(0, self.decoded - context)
         window = frames[start:]
@@ -104,4 +125,4 @@ class StreamDecoder:
             window = torch.cat([extra, window.to(extra.device)])
             skip += extra.shape[0]
         self.decoded = frames.shape[0]
-        return self.codec.decode(window, skip)
+        return window.cpu(), skip

@@ -26,6 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from qwen3_tts_server.engine.admission import FairQueue, Refused
 from qwen3_tts_server.engine.base import (
     Engine,
@@ -35,7 +37,7 @@ from qwen3_tts_server.engine.base import (
     Runaway,
     ShuttingDown,
 )
-from qwen3_tts_server.engine.codec import StreamDecoder
+from qwen3_tts_server.engine.codec import Codec, StreamDecoder
 from qwen3_tts_server.engine.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
 from qwen3_tts_server.engine.jobs import Chunk, Job
 
@@ -285,6 +287,7 @@ class StepLoop:
         self.stats.steps += 1
         self.stats.frames += len(chunks)
         self.stats.last_step_sizes.append(len(chunks))
+        self._decode_due([c for c in chunks if c.slot is not None])
         for chunk in chunks:
             if chunk.slot is not None:
                 self._advance(chunk)
@@ -294,13 +297,27 @@ class StepLoop:
             except Exception:
                 log.exception("on_step callback failed")
 
+    def _decode_due(self, chunks: list[Chunk]) -> None:
+        """Decode the audio that became due in this step, one decoder call per model for all
+        slots (the first pieces of streams that started together come out together)."""
+        by_codec: dict[Codec, list[tuple[Chunk, tuple[torch.Tensor, int]]]] = {}
+        for chunk in chunks:
+            slot, decoder = chunk.slot, chunk.decoder
+            assert slot is not None and decoder is not None
+            if decoder.due(slot.count, final=slot.done):
+                window = decoder.window(slot.frames)
+                by_codec.setdefault(decoder.codec, []).append((chunk, window))
+        for codec, group in by_codec.items():
+            pieces = codec.decode_many([window for _, window in group])
+            for (chunk, _), samples in zip(group, pieces, strict=True):
+                assert chunk.watch is not None
+                chunk.watch.hear(samples)
+                chunk.job.add_audio(chunk, samples)
+
     def _advance(self, chunk: Chunk) -> None:
+        """After the step's decode: stop a chunk whose speech has ended, finish a done one."""
         slot, decoder, watch = chunk.slot, chunk.decoder, chunk.watch
         assert slot is not None and decoder is not None and watch is not None
-        if decoder.due(slot.count, final=slot.done):
-            samples = decoder.decode(slot.frames)
-            watch.hear(samples)
-            chunk.job.add_audio(chunk, samples)
         if not slot.done:
             verdict = watch.verdict(slot.frames)
             if verdict is None:
