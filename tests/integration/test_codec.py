@@ -43,7 +43,7 @@ def test_pieces_follow_the_schedule_and_join_close_to_one_shot(codec: Codec) -> 
     assert joined.shape == whole.shape == (60 * FRAME,)
     # nothing before the first piece: the same samples up to float rounding (other shapes)
     assert np.allclose(joined[: 4 * FRAME], whole[: 4 * FRAME], atol=1e-5)
-    assert snr_db(whole, joined) > 30  # context 16 frames: bench/codec.py measures it
+    assert snr_db(whole, joined) > 30  # context 8 frames: bench/codec.py measures it
     without_context = np.concatenate(streamed(codec, frames, ChunkSchedule(4, 25, context=0)))
     assert snr_db(whole, without_context) < snr_db(whole, joined)
 

@@ -29,9 +29,10 @@ import torch
 #: (bench/codec.py, random weights, 100 frames, chunks of 4 then 12-50): 4 frames leave
 #: 20-29 dB SNR against one-shot decoding, 8 frames 47-53 dB (max |diff| 0.01), 16 frames
 #: 50-56 dB, 25 (stock's own choice) 54-58 dB; in bf16 every context from 8 up sits at the
-#: bf16 noise floor (35-37 dB). 16 keeps the error near -50 dB for ~1.6x the decode work of
-#: 25-frame chunks (decoding is 15-25 % of a frame's cost).
-DEFAULT_CONTEXT = 16
+#: bf16 noise floor (35-37 dB). 8 is past the knee (the convolutions' reach) with the error
+#: near -50 dB, and re-decodes a third of what 25 would for 25-frame pieces; a streamed first
+#: piece of an ICL voice (4 frames after 8 of its reference) stays small.
+DEFAULT_CONTEXT = 8
 
 
 @dataclass(frozen=True)
