@@ -1,19 +1,23 @@
 """Session fixtures for every test: tiny real-architecture models, built once, and one engine.
 
-The engine runs the real qwen-tts code. Its generation cap is small (TEST_MAX_FRAMES) so a call
-takes a fraction of a second on a CPU: the tiny model's weights are random, EOS comes at random,
-and the cap is what ends most generations.
+`engine` is the step engine the server runs (the real qwen-tts code under the step loop);
+`stock` is the stock qwen-tts path under it, the reference. Generation is capped at
+TEST_MAX_FRAMES frames so a text takes a fraction of a second on a CPU: the tiny model's weights
+are random, EOS comes at random, and the cap is what ends most generations.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qwen3_tts_server.engine import sampler
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
 from qwen3_tts_server.values import Audio
 
@@ -24,6 +28,13 @@ TEST_MAX_FRAMES = 12
 def _tone(seconds: float = 1.0, sample_rate: int = 24000, pitch: float = 220.0) -> Audio:
     t = np.arange(int(seconds * sample_rate), dtype=np.float32) / sample_rate
     return Audio((0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), sample_rate)
+
+
+@pytest.fixture(autouse=True)
+def _seeds_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unseeded generations draw their seeds from a counter instead of the OS: each test sees
+    the same "random" audio on every run (production draws them at random)."""
+    monkeypatch.setattr(sampler, "random_seed", itertools.count(1).__next__)
 
 
 @pytest.fixture(scope="session")
@@ -41,19 +52,27 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_models_dir: Path) -> QwenEngine:
-    """A QwenEngine with all three tiny models on the CPU. Not thread-safe: one user at a time."""
+def stock(tiny_models_dir: Path) -> QwenEngine:
+    """A QwenEngine with all three tiny models on the CPU in float32 (the same on every CPU,
+    whatever DTYPE=auto picks). Not thread-safe: one user at a time."""
     return QwenEngine.load(
         tiny_models_dir / "base",
         tiny_models_dir / "voice_design",
         tiny_models_dir / "custom_voice",
         device="cpu",
+        dtype="float32",
         max_new_tokens_cap=TEST_MAX_FRAMES,
     )
 
 
 @pytest.fixture(scope="session")
-def voice_prompts(engine: QwenEngine) -> dict[str, bytes]:
+def engine(stock: QwenEngine) -> StepEngine:
+    """The step engine over `stock`, as the server runs it. One user (app) at a time."""
+    return StepEngine(stock)
+
+
+@pytest.fixture(scope="session")
+def voice_prompts(engine: StepEngine) -> dict[str, bytes]:
     """Prompt bytes of two voices: "icl" (with transcript) and "xvec" (x-vector only)."""
     return {
         "icl": engine.create_prompt(_tone(pitch=220.0), "Hello, this is my voice."),

@@ -38,6 +38,7 @@ from qwen3_tts_server.engine.base import (
     PromptCorrupt,
     PromptMismatch,
     QueueFull,
+    Runaway,
     ShuttingDown,
 )
 from qwen3_tts_server.errors import ApiError
@@ -56,6 +57,7 @@ EXPOSED_HEADERS = [
     "X-Latency-Ms-Total",
     "X-Sample-Rate",
     "X-First-Audio-Ms",
+    "X-Finish-Reason",
     "X-Request-Id",
     "Retry-After",
 ]
@@ -77,6 +79,7 @@ _ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (ModelUnavailable, 503),
     (JobTimeout, 503),
     (ShuttingDown, 503),
+    (Runaway, 503),
 ]
 
 _PROMPT_HINT = " (the voice was made by another model: recreate it with this server's model)"
