@@ -21,6 +21,7 @@ from qwen3_tts_server.services.billing import DiscountPolicy
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -66,8 +67,17 @@ def build_context(
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
     policy = DiscountPolicy.from_settings(settings)
     ledger = GenerationLedger(sessions, media, policy)
+    voices = VoiceService(settings, sessions, media, runtime)
+    speakers = SpeakerService(runtime, voices)
     synthesis = SynthesisService(
-        SpeechChecks(settings), sessions, media, runtime, ledger, policy, settings.chunk_max_chars
+        SpeechChecks(settings),
+        sessions,
+        media,
+        runtime,
+        ledger,
+        policy,
+        settings.chunk_max_chars,
+        speakers,
     )
     stream_grace = max(MIN_STREAM_GRACE, timedelta(seconds=2 * settings.job_timeout_s))
     return AppContext(
@@ -77,7 +87,8 @@ def build_context(
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),
-        voices=VoiceService(settings, sessions, media, runtime),
+        voices=voices,
+        speakers=speakers,
         synthesis=synthesis,
         streaming=StreamingService(runtime, synthesis, ledger, settings.engine_max_batch),
         metrics=metrics,

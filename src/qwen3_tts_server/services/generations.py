@@ -35,13 +35,16 @@ class Order:
     """What a call asked for, known before the model runs (one text, or a batch's texts)."""
 
     user_id: int
-    voice_id: int
+    voice_id: int | None  # None: a preset speaker
     format: str
     media_type: str
     language: str
     temperature: float
     store: bool
     texts: tuple[str, ...]
+    speaker: str | None = None
+    instruct: str = ""
+    speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,8 @@ class GenerationLedger:
 
     @staticmethod
     def _count_use(session: Session, order: Order) -> None:
-        VoiceService.owned(session, order.user_id, order.voice_id).use_count += 1
+        if order.voice_id is not None:  # preset speakers have no row to count on
+            VoiceService.owned(session, order.user_id, order.voice_id).use_count += 1
 
     def _keep(self, generations: Sequence[Generation], items: Sequence[Spoken]) -> None:
         """After the commit: make sure each stored generation's file exists (see MediaLibrary)."""

@@ -6,19 +6,24 @@ synthesis call asks `scheduler()` and gets a clear 503 until the model is warm.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from qwen3_tts_server.engine.base import Engine, EngineInfo, SynthItem
+from qwen3_tts_server.engine.base import CustomItem, Engine, EngineInfo, SynthItem
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.errors import ServiceUnavailable
 from qwen3_tts_server.services.clock import ClockedEngine
+from qwen3_tts_server.services.voicing import DesignItem, ModelItem
 from qwen3_tts_server.values import Audio, Sampling
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _ms(seconds: float) -> int:
@@ -51,16 +56,45 @@ class LoadedModel:
     info: EngineInfo
     clock: ClockedEngine
 
-    async def speak(self, items: Sequence[SynthItem], sampling: Sampling) -> Synthesized:
+    async def speak(self, items: Sequence[ModelItem], sampling: Sampling) -> Synthesized:
         """One synthesis job through the scheduler, timed: queue wait until the first model
-        call holding its items began, model time from then until the audio came back."""
+        call holding its items began, model time from then until the audio came back.
+
+        The items' type picks the model (they all come from one `Voicing`). Described voices
+        run as one design call per item, which the clock does not see: their whole time
+        counts as model time."""
         submitted = time.perf_counter()
-        audio = await self.scheduler.synthesize(items, sampling)
+        audio = await self._run(items, sampling)
         ready_at = time.perf_counter()
         started = self.clock.call_started(items)
         started = submitted if started is None else min(max(started, submitted), ready_at)
         timing = Timing(queue_ms=_ms(started - submitted), model_ms=_ms(ready_at - started))
         return Synthesized(audio, timing, started, ready_at)
+
+    async def _run(self, items: Sequence[ModelItem], sampling: Sampling) -> list[Audio]:
+        if all(isinstance(item, SynthItem) for item in items):
+            return await self.scheduler.synthesize(_only(items, SynthItem), sampling)
+        if all(isinstance(item, CustomItem) for item in items):
+            return await self.scheduler.synthesize_custom(_only(items, CustomItem), sampling)
+        designs = [
+            asyncio.ensure_future(
+                self.scheduler.design(item.text, item.description, item.language, sampling)
+            )
+            for item in _only(items, DesignItem)
+        ]
+        try:
+            return list(await asyncio.gather(*designs))
+        finally:  # one failed (or the caller left): the others are withdrawn, not left running
+            for task in designs:
+                task.cancel()
+
+
+def _only(items: Sequence[object], kind: type[T]) -> list[T]:
+    """`items`, which must all be of `kind` (one job never mixes models)."""
+    chosen = [item for item in items if isinstance(item, kind)]
+    if len(chosen) != len(items):
+        raise TypeError(f"one job mixes {kind.__name__} with other kinds of items")
+    return chosen
 
 
 class ModelRuntime:

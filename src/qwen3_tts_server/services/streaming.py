@@ -43,13 +43,14 @@ import anyio
 import numpy as np
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
-from qwen3_tts_server.engine.base import SynthItem
+from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.runtime import LoadedModel, ModelRuntime, Synthesized, Timing
 from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
+from qwen3_tts_server.services.voicing import ModelItem
 from qwen3_tts_server.values import Audio, GenerationStatus, Sampling
 
 #: Formats whose audio can be sent before all of it exists (see the module docstring).
@@ -85,11 +86,19 @@ def _ms(seconds: float) -> int:
 
 
 async def _piece(
-    model: LoadedModel, items: Sequence[SynthItem], sampling: Sampling, *, continues: bool
+    model: LoadedModel,
+    items: Sequence[ModelItem],
+    sampling: Sampling,
+    *,
+    continues: bool,
+    speed: float,
 ) -> Synthesized:
-    """One job's sentences, joined (with a leading pause when they continue the text)."""
+    """One job's sentences, joined (with a leading pause when they continue the text), at the
+    requested tempo."""
     result = await model.speak(items, sampling)
     joined = join_sentences(result.audio, continues=continues)
+    if speed != 1.0:
+        joined = await in_thread(change_speed, joined, speed)
     return Synthesized([joined], result.timing, result.started, result.ready_at)
 
 
@@ -218,13 +227,13 @@ class StreamingService:
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
         [text] = order.texts
-        prompt = await in_thread(synthesis.prepare, order, len(text))
+        voicing = await in_thread(synthesis.prepare, order, len(text))
         model = self._runtime.loaded()
-        items = [SynthItem(chunk, order.language, prompt) for chunk in synthesis.sentences(text)]
+        items = [voicing.item(chunk, order.language) for chunk in synthesis.sentences(text)]
         generation_id = await in_thread(self._ledger.open, order)
         submitted = time.perf_counter()
         try:
-            first = await _piece(model, items[:1], sampling, continues=False)
+            first = await _piece(model, items[:1], sampling, continues=False, speed=order.speed)
         except Exception as error:
             await _abandon(self._ledger, order, generation_id, (), Outcome.failed(error))
             raise
@@ -235,7 +244,9 @@ class StreamingService:
         step = self._max_job_items
         pending = [
             asyncio.create_task(
-                _piece(model, items[start : start + step], sampling, continues=True)
+                _piece(
+                    model, items[start : start + step], sampling, continues=True, speed=order.speed
+                )
             )
             for start in range(1, len(items), step)
         ]

@@ -17,16 +17,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.engine.base import EngineError, SynthItem
+from qwen3_tts_server.engine.base import EngineError
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing
+from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
 from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.services.voices import VoiceService
+from qwen3_tts_server.services.voicing import Voicing, stored_voice
 from qwen3_tts_server.values import Audio, Sampling
 
 
@@ -74,6 +76,7 @@ class SynthesisService:
         ledger: GenerationLedger,
         policy: billing.DiscountPolicy,
         chunk_max_chars: int,
+        speakers: SpeakerService,
     ) -> None:
         self.checks = checks
         self._sessions = sessions
@@ -82,26 +85,37 @@ class SynthesisService:
         self._ledger = ledger
         self._policy = policy
         self._chunk_max_chars = chunk_max_chars
+        self._speakers = speakers
 
-    def prepare(self, order: Order, tokens: int) -> bytes:
-        """Checks that need the database: voice ownership and quota. Returns the voice prompt."""
+    def prepare(self, order: Order, tokens: int) -> Voicing:
+        """The voice (the caller's own, or a preset speaker the model has) and the quota, in
+        that order. Returns how the voice speaks (see services/voicing.py)."""
+        voicing: Voicing | None = None
+        if order.speaker is not None:
+            voicing = self._speakers.preset(order.speaker, order.instruct)
         with self._sessions() as session:
-            voice = VoiceService.owned(session, order.user_id, order.voice_id)
+            if voicing is None:
+                assert order.voice_id is not None  # SpeechChecks: a voice or a speaker
+                voice = VoiceService.owned(session, order.user_id, order.voice_id)
+                info = self._runtime.loaded().info if order.instruct else None
+                voicing = stored_voice(
+                    voice.name, voice.kind, voice.prompt, voice.description, order.instruct, info
+                )
             billing.check_quota(session, order.user_id, tokens)
-            return voice.prompt
+            return voicing
 
     def sentences(self, text: str) -> list[str]:
         """How a text is cut for the model (CHUNK_MAX_CHARS), for every path alike."""
         return split_text(text, self._chunk_max_chars)
 
     async def _speak(
-        self, order: Order, prompt: bytes, sampling: Sampling
+        self, order: Order, voicing: Voicing, sampling: Sampling
     ) -> tuple[list[list[Audio]], Timing]:
         """Every text of the order, each split into sentences, in one scheduler job.
 
         A model failure is recorded as the order's failed outcome, then re-raised."""
         chunks = [self.sentences(text) for text in order.texts]
-        items = [SynthItem(chunk, order.language, prompt) for parts in chunks for chunk in parts]
+        items = [voicing.item(chunk, order.language) for parts in chunks for chunk in parts]
         try:
             result = await self._runtime.loaded().speak(items, sampling)
         except EngineError as error:
@@ -122,9 +136,9 @@ class SynthesisService:
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
         order, sampling = self.checks.single(user_id, text, request)
         [text] = order.texts
-        prompt = await in_thread(self.prepare, order, len(text))
-        per_text, timing = await self._speak(order, prompt, sampling)
-        [(audio, data)] = await in_thread(encode_texts, per_text, order.format)
+        voicing = await in_thread(self.prepare, order, len(text))
+        per_text, timing = await self._speak(order, voicing, sampling)
+        [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
         outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
         receipt = await in_thread(self._ledger.settle, order, outcome)
         return Speech(
@@ -146,9 +160,9 @@ class SynthesisService:
         chars = sum(len(text) for text in order.texts)
         with self._sessions() as session:
             discount = billing.current_discount(session, self._policy)
-        prompt = await in_thread(self.prepare, order, billing.batch_tokens(chars, discount))
-        per_text, timing = await self._speak(order, prompt, sampling)
-        encoded = await in_thread(encode_texts, per_text, order.format)
+        voicing = await in_thread(self.prepare, order, billing.batch_tokens(chars, discount))
+        per_text, timing = await self._speak(order, voicing, sampling)
+        encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
         outcome = Outcome.ok([Spoken(data, audio.duration_s) for audio, data in encoded], timing)
         receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount)
         assert receipt.batch_id is not None
