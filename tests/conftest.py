@@ -7,6 +7,8 @@ and the cap is what ends most generations.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +49,33 @@ def engine(tiny_models_dir: Path) -> QwenEngine:
         tiny_models_dir / "base",
         tiny_models_dir / "voice_design",
         tiny_models_dir / "custom_voice",
+        device="cpu",
+        max_new_tokens_cap=TEST_MAX_FRAMES,
+    )
+
+
+@pytest.fixture(scope="session")
+def base_only_engine(tiny_models_dir: Path) -> QwenEngine:
+    """The Base model alone: no voice design, no preset speakers (MODEL_CUSTOM_REPO unset)."""
+    return QwenEngine.load(
+        tiny_models_dir / "base", device="cpu", max_new_tokens_cap=TEST_MAX_FRAMES
+    )
+
+
+@pytest.fixture(scope="session")
+def small_custom_engine(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> QwenEngine:
+    """Base plus a CustomVoice model that says it is the 0.6B, which cannot follow
+    instructions (qwen-tts drops them for that size)."""
+    small = tmp_path_factory.mktemp("tiny-custom-0b6") / "custom_voice"
+    shutil.copytree(tiny_models_dir / "custom_voice", small)
+    config = json.loads((small / "config.json").read_text())
+    config["tts_model_size"] = "0b6"
+    (small / "config.json").write_text(json.dumps(config))
+    return QwenEngine.load(
+        tiny_models_dir / "base",
+        custom_voice=small,
         device="cpu",
         max_new_tokens_cap=TEST_MAX_FRAMES,
     )

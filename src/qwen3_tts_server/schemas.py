@@ -176,7 +176,7 @@ class TTSRequest(BaseModel):
     instruct: Text | None = Field(
         None,
         max_length=MAX_INSTRUCTIONS,
-        description="How to say it (\"cheerful, a little faster\"): followed by preset "
+        description='How to say it ("cheerful, a little faster"): followed by preset '
         "speakers of the 1.7B CustomVoice model and by designed voices; a cloned voice "
         "answers 400.",
     )
@@ -247,7 +247,7 @@ class OpenAISpeechRequest(BaseModel):
     model: Text = Field("qwen3-tts", description="Accepted for compatibility; any value.")
     input: Text = Field(min_length=1, examples=["Hello from an OpenAI client."])
     voice: Annotated[Text, Field(min_length=1, max_length=256)] | VoiceRef = Field(
-        description="Your voice's id (`12`, `voice:12`) or name, as a string or `{\"id\": ...}`; "
+        description='Your voice\'s id (`12`, `voice:12`) or name, as a string or `{"id": ...}`; '
         "with the CustomVoice model also a preset speaker's name or an OpenAI voice name "
         "(`alloy`, ...), mapped to a preset speaker.",
         examples=["Geoff"],

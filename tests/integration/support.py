@@ -166,3 +166,25 @@ def run_seed_flow(base_url: str, admin_token: str, work: Path) -> None:
     assert usage["tts_calls"] == 2 and usage["batch_calls"] == 1
     assert usage["tokens_used_tts"] == 26 + len("Keep this one.")
     assert usage["tokens_used_voices"] == len("The quick, brown fox jumped over the lazy dog")
+
+
+class RecordingEngine:
+    """The real engine, noting the items of every preset-speaker call and the description of
+    every design call: what reached the model (the tiny model's audio barely depends on the
+    speaker, so the audio alone cannot tell speakers apart)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.custom_items: list[Any] = []
+        self.descriptions: list[str] = []
+
+    def synthesize_custom(self, items: Any, sampling: Any) -> Any:
+        self.custom_items.extend(items)
+        return self.inner.synthesize_custom(items, sampling)
+
+    def design(self, text: str, description: str, language: str, sampling: Any) -> Any:
+        self.descriptions.append(description)
+        return self.inner.design(text, description, language, sampling)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -69,7 +69,6 @@ async def speech(body: OpenAISpeechRequest, caller: OpenAIUser, context: Context
     if body.stream_format == "sse":
         return await sse_speech_response(context, caller.user_id, body.input, request)
     stream = (
-        body.stream_format == "audio"
-        and body.response_format.strip().lower() in STREAMABLE_FORMATS
+        body.stream_format == "audio" and body.response_format.strip().lower() in STREAMABLE_FORMATS
     )
     return await speech_response(context, caller.user_id, body.input, request, stream)

@@ -60,17 +60,26 @@ def openai_error(
 
 
 def validation_error(errors: Sequence[Any]) -> JSONResponse:
-    """FastAPI's validation errors as OpenAI's 400: the first problem, naming its field."""
+    """FastAPI's validation errors as OpenAI's 400: the first field at fault (`param`) and what
+    is wrong with it (each alternative of a union, such as `voice`, says its own problem)."""
     first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    problem = str(first.get("msg", "Invalid request"))
+    location = [part for part in first.get("loc", ()) if part != "body"]
+    param = str(location[0]) if location else None
+    same_field = [error for error in errors if _field(error) == param] or [first]
+    problems = list(dict.fromkeys(str(error.get("msg", "invalid")) for error in same_field))
+    problem = " or ".join(problems)
     if param is None:
         message = f"Invalid request body: {problem}"
-    elif first.get("type") == "missing":
+    elif first.get("type") == "missing" and len(location) == 1:
         message = f"Missing required parameter: '{param}'."
     else:
         message = f"Invalid value for '{param}': {problem}."
-    if len(errors) > 1:
-        message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in the body)"
+    others = len(errors) - len(same_field)
+    if others > 0:
+        message += f" ({others} more problem{'s' if others > 1 else ''} in the body)"
     return openai_error(400, message, param=param)
+
+
+def _field(error: Any) -> str | None:
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    return str(location[0]) if location else None

@@ -129,7 +129,6 @@ def split_text(text: str, max_chars: int) -> list[str]:
     return [chunk for chunk in chunks if chunk]
 
 
-
 def complete_end(text: str) -> int:
     """Where the sentences of `text` that are surely complete end (0: none is yet).
 
