@@ -23,6 +23,7 @@ from qwen3_tts_server.api import (
     health,
     openai,
     playground,
+    realtime,
     speakers,
     synthesis,
     usage,
@@ -32,20 +33,11 @@ from qwen3_tts_server.api.limits import BodySizeLimit
 from qwen3_tts_server.api.openai_errors import is_openai_path, openai_error
 from qwen3_tts_server.api.openai_errors import validation_error as openai_validation_error
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
-from qwen3_tts_server.audio.errors import AudioError, UploadTooLarge
 from qwen3_tts_server.composition import EngineLoader, build_context
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.base import (
-    InvalidInput,
-    JobTimeout,
-    ModelUnavailable,
-    PromptCorrupt,
-    PromptMismatch,
-    QueueFull,
-    ShuttingDown,
-)
 from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import RequestObservability
+from qwen3_tts_server.services.failures import ERROR_STATUS, describe
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +71,10 @@ def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, exc.status_code, exc.detail, exc.headers)
 
 
-#: Engine and audio errors are typed where they happen; this is their one mapping to HTTP.
-_ERROR_STATUS: list[tuple[type[Exception], int]] = [
-    (UploadTooLarge, 413),
-    (AudioError, 400),
-    (QueueFull, 429),
-    (PromptMismatch, 409),
-    (PromptCorrupt, 409),
-    (InvalidInput, 400),
-    (ModelUnavailable, 503),
-    (JobTimeout, 503),
-    (ShuttingDown, 503),
-]
-
-_PROMPT_HINT = " (the voice was made by another model: recreate it with this server's model)"
-
-
 def _typed_error(request: Request, exc: Exception) -> JSONResponse:
-    status = next(code for kind, code in _ERROR_STATUS if isinstance(exc, kind))
-    detail = str(exc)
-    headers = {}
-    if isinstance(exc, QueueFull):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    if isinstance(exc, PromptMismatch | PromptCorrupt):
-        detail += _PROMPT_HINT
-    return _error(request, status, detail, headers)
+    failure = describe(exc)
+    assert failure is not None  # registered for the types in ERROR_STATUS only
+    return _error(request, failure.status, failure.detail, failure.headers)
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
@@ -175,7 +146,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for kind, _status in _ERROR_STATUS:
+    for kind, _status in ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
     app.add_exception_handler(Exception, _unexpected)
     # Last, so it is the outermost middleware and also stamps the responses that inner
@@ -189,6 +160,7 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         synthesis.router,
         speakers.router,
         openai.router,
+        realtime.router,
         usage.router,
         playground.router,
     ):

@@ -20,6 +20,7 @@ from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.billing import DiscountPolicy
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.realtime import RealtimeService
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks
@@ -91,5 +92,6 @@ def build_context(
         speakers=speakers,
         synthesis=synthesis,
         streaming=StreamingService(runtime, synthesis, ledger, settings.engine_max_batch),
+        realtime=RealtimeService(synthesis, runtime, ledger, speakers, settings.chunk_max_chars),
         metrics=metrics,
     )

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     min_ref_seconds: float = Field(1.0, gt=0)
     max_ref_seconds: float = Field(60.0, gt=0)
 
+    #: WS /v1/audio/speech/stream: a session that neither sends anything nor waits for audio
+    #: this long is closed, and none lasts longer than the second limit.
+    realtime_idle_s: float = Field(60.0, gt=0)
+    realtime_max_session_s: float = Field(1800.0, gt=0)
+
     cors_origins: str = "*"
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")

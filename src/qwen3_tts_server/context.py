@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
+from qwen3_tts_server.services.realtime import RealtimeService
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.streaming import StreamingService
@@ -33,4 +34,5 @@ class AppContext:
     speakers: SpeakerService
     synthesis: SynthesisService
     streaming: StreamingService
+    realtime: RealtimeService
     metrics: Metrics

@@ -273,3 +273,44 @@ class OpenAISpeechRequest(BaseModel):
         "`speech.audio.done` (with `usage`); `pcm` and `wav` arrive piece by piece, other "
         "formats as one delta.",
     )
+
+
+# -- realtime (WS /v1/audio/speech/stream) -------------------------------------------------------
+class RealtimeConfig(BaseModel):
+    """`session.config`: the first message of a session. `voice` as /v1/audio/speech takes
+    it, or a preset `speaker`; exactly one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["session.config"]
+    voice: Annotated[Text, Field(min_length=1, max_length=256)] | VoiceRef | None = None
+    speaker: Text | None = Field(None, min_length=1, max_length=64)
+    instructions: Text | None = Field(None, max_length=MAX_INSTRUCTIONS)
+    language: Text = "auto"
+    format: Literal["pcm", "wav"] = "pcm"
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    temperature: float | None = Field(None, gt=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+
+class RealtimeText(BaseModel):
+    """`input.text`: more text, appended to what came before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input.text"]
+    text: Text = Field(max_length=100_000)
+
+
+class RealtimeSignal(BaseModel):
+    """`input.done` (speak what is buffered), `cancel` (barge-in), `session.close`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input.done", "cancel", "session.close"]
+
+
+RealtimeMessage = Annotated[
+    RealtimeConfig | RealtimeText | RealtimeSignal, Field(discriminator="type")
+]
