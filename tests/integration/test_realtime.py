@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
@@ -19,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from streamkit import ScriptedEngine, scheduler_of
 from support import AppFactory, admin_headers, clone_voice, new_user_key
 
+from conftest import LiveServer
 from qwen3_tts_server.engine.base import Engine
 
 URL = "/v1/audio/speech/stream"
@@ -284,3 +289,50 @@ def test_idle_and_total_time_limits_close_the_session(
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1000
+
+
+def _readme_client() -> str:
+    """The README's realtime client, verbatim: the python block after `realtime_client.py`."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    after = readme[readme.index("`realtime_client.py`") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_the_readme_client_runs_against_a_real_server(
+    live_server: Callable[..., LiveServer], engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "realtime_client.py"
+    script.write_text(_readme_client(), encoding="utf-8")
+    with live_server(load_engine=lambda: engine) as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            _, headers = new_user_key(http)
+            env = {
+                **os.environ,
+                "BASE": server.url,
+                "API_KEY": headers["Authorization"].removeprefix("Bearer "),
+            }
+            result = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            usage = http.get("/usage", headers=headers).json()
+    lines = result.stdout.splitlines()
+    # "Hello!", "This text arrives in pieces, as a model writes it." and "Bye.": 60 characters.
+    assert lines[0].startswith("session.created") and lines[-1].startswith("session.done")
+    assert "'total_tokens': 60" in lines[-1]
+    assert [line.split()[:2] for line in lines if line.startswith("audio.done")] == [
+        ["audio.done", "0"],
+        ["audio.done", "1"],
+        ["audio.done", "2"],
+    ]
+    pcm = (tmp_path / "speech.pcm").read_bytes()
+    assert len(pcm) > 0 and len(pcm) % 2 == 0
+    assert usage["tts_calls"] == 3 and usage["tokens_used_tts"] == 60
