@@ -75,10 +75,12 @@ def _free_port() -> int:
 class LiveServer:
     """uvicorn on a real loopback port in a thread, for tests that use real clients (curl)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, **uvicorn_options: Any) -> None:
+        """`uvicorn_options` go to uvicorn.Config (e.g. the CLI's `log_config=None`)."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        options = {"log_level": "warning", **uvicorn_options}
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
