@@ -82,6 +82,7 @@ def test_with_streaming_response_streams_pcm(live: Live) -> None:
         model="tts-1", voice="Narrator", input=text, response_format="pcm", stream_format="audio"
     ) as response:
         assert response.headers["x-sample-rate"] == "24000"
+        assert "x-first-audio-ms" in response.headers  # sent as made, not after the whole
         pieces = list(response.iter_bytes())
     audio = b"".join(pieces)
     assert audio and len(audio) % 2 == 0
