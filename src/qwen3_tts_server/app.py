@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qwen3_tts_server import __version__
@@ -75,6 +76,23 @@ def _typed_error(request: Request, exc: Exception) -> JSONResponse:
     failure = describe(exc)
     assert failure is not None  # registered for the types in ERROR_STATUS only
     return _error(request, failure.status, failure.detail, failure.headers)
+
+
+#: Failures that are outages, neither bugs nor the client's doing: 503 with a detail that says
+#: to retry, and no internals (a database error's text holds its SQL).
+_DATABASE_DOWN = "The database is unavailable; try again shortly"
+_OUTAGES: list[tuple[type[Exception], str]] = [
+    (OperationalError, _DATABASE_DOWN),
+    (InterfaceError, _DATABASE_DOWN),
+    (InternalError, _DATABASE_DOWN),
+    (MemoryError, "The server ran out of memory for this call; try again later"),
+]
+
+
+def _outage(request: Request, exc: Exception) -> JSONResponse:
+    log.error("outage on %s %s: %r", request.method, request.url.path, exc)
+    detail = next(text for kind, text in _OUTAGES if isinstance(exc, kind))
+    return _error(request, 503, detail, {"Retry-After": "5"})
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
@@ -148,6 +166,8 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for kind, _status in ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
+    for kind, _detail in _OUTAGES:
+        app.add_exception_handler(kind, _outage)
     app.add_exception_handler(Exception, _unexpected)
     # Last, so it is the outermost middleware and also stamps the responses that inner
     # middleware answers on its own (413, CORS preflight).

@@ -20,6 +20,7 @@ from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.billing import DiscountPolicy
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Limits, Quotas
 from qwen3_tts_server.services.realtime import RealtimeService
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.speakers import SpeakerService
@@ -32,9 +33,6 @@ from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.storage.blobs import BlobStore
 
 EngineLoader = Callable[[], Engine]
-
-#: Open streams younger than this are left alone at start-up: another replica may run them.
-MIN_STREAM_GRACE = timedelta(hours=1)
 
 
 def no_engine() -> Engine:
@@ -68,7 +66,8 @@ def build_context(
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
     policy = DiscountPolicy.from_settings(settings)
     ledger = GenerationLedger(sessions, media, policy)
-    voices = VoiceService(settings, sessions, media, runtime)
+    quotas = Quotas(sessions, Limits.from_settings(settings))
+    voices = VoiceService(settings, sessions, media, runtime, quotas)
     speakers = SpeakerService(runtime, voices)
     synthesis = SynthesisService(
         SpeechChecks(settings),
@@ -76,15 +75,16 @@ def build_context(
         media,
         runtime,
         ledger,
+        quotas,
         policy,
         settings.chunk_max_chars,
         speakers,
     )
-    stream_grace = max(MIN_STREAM_GRACE, timedelta(seconds=2 * settings.job_timeout_s))
+    recovery_grace = timedelta(seconds=settings.resolved_recovery_grace_s)
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
-        system=SystemService(db, runtime, ledger, stream_grace),
+        system=SystemService(db, runtime, ledger, media, quotas, recovery_grace),
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),

@@ -153,6 +153,9 @@ class VoiceDetailOut(VoiceOut):
 MAX_SEED = 2**31 - 1
 #: OpenAI's limit on `instructions`, used for `instruct` too.
 MAX_INSTRUCTIONS = 4096
+#: Below this the sampler divides logits into infinities (1e-40 made torch fail); 0.01 is
+#: already as good as greedy.
+MIN_TEMPERATURE = 0.01
 
 
 class TTSRequest(BaseModel):
@@ -184,7 +187,7 @@ class TTSRequest(BaseModel):
     language: Text = Field("auto", examples=["English"])
     temperature: float | None = Field(
         None,
-        gt=0.0,
+        ge=MIN_TEMPERATURE,
         le=2.0,
         description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
     )

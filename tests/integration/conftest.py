@@ -18,7 +18,9 @@ from postgres import local_cluster, new_database
 from support import AppFactory, make_settings, unavailable
 
 from qwen3_tts_server.app import EngineLoader, create_app
+from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+from qwen3_tts_server.http_server import server_config
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,15 +75,16 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn on a real loopback port in a thread, for tests that use real clients (curl)."""
+    """The server as `serve` runs it (uvicorn with http_server's protocol) on a real loopback
+    port in a thread, for tests that use real clients (curl, raw sockets)."""
 
-    def __init__(self, app: FastAPI, **uvicorn_options: Any) -> None:
-        """`uvicorn_options` go to uvicorn.Config (e.g. the CLI's `log_config=None`)."""
+    def __init__(self, app: FastAPI, settings: Settings, **uvicorn_options: Any) -> None:
+        """`uvicorn_options` go to uvicorn.Config (default: log_level "warning")."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        local = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
         options = {"log_level": "warning", **uvicorn_options}
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, local, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -110,7 +113,7 @@ class LiveServer:
 def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
     def start(load_engine: EngineLoader = no_model, **overrides: Any) -> LiveServer:
         settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        return LiveServer(create_app(settings, load_engine))
+        return LiveServer(create_app(settings, load_engine), settings)
 
     return start
 

@@ -36,13 +36,15 @@ HOLD_LIMIT_S = 60.0
 
 class ScriptedEngine:
     """The session engine, with a script for its synthesize calls (numbered from 1, warm-up
-    not counted): call `hold` waits until the test sets `release`; call `fail` raises."""
+    not counted): call `hold` waits until the test sets `release`; call `fail` raises.
+    `outputs` has the sample count of each item of each finished call."""
 
     def __init__(self, inner: Engine, *, hold: int | None = None, fail: int | None = None):
         self.inner = inner
         self.hold = hold
         self.fail = fail
         self.calls = 0
+        self.outputs: list[list[int]] = []
         self.holding = threading.Event()
         self.release = threading.Event()
 
@@ -54,7 +56,9 @@ class ScriptedEngine:
             self.holding.set()
             if not self.release.wait(HOLD_LIMIT_S):
                 raise EngineError("the test never released the held call")
-        return self.inner.synthesize(items, sampling)
+        audio = self.inner.synthesize(items, sampling)
+        self.outputs.append([part.samples.shape[0] for part in audio])
+        return audio
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the real engine's."""

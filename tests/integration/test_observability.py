@@ -337,8 +337,8 @@ def test_websocket_handshakes_log_no_key_and_no_false_error(
     """uvicorn logs WebSocket handshakes itself, with the URL's query: a key a client put
     there (refused) must not reach the log, nor a refused handshake show as an ERROR. The
     server logs as `qwen3-tts-server serve` runs it (uvicorn's loggers into ours)."""
-    app = create_app(make_settings(tmp_path / "data"), no_model)
-    live = LiveServer(app, log_config=None, log_level="info", access_log=False)
+    settings = make_settings(tmp_path / "data")
+    live = LiveServer(create_app(settings, no_model), settings, log_level="info")
     with live as server, httpx.Client(base_url=server.url) as http:
         _, headers = new_user_key(http)
         key = headers["Authorization"].removeprefix("Bearer ")

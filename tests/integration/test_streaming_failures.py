@@ -106,7 +106,7 @@ def test_first_audio_arrives_while_the_rest_is_still_being_synthesised(
         assert http.get("/usage", headers=headers).json()["tts_calls"] == 1
 
 
-def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
+def test_client_leaving_mid_stream_pays_for_what_it_was_sent_and_withdraws_queued_work(
     live_server: Callable[..., LiveServer],
     scripted: Callable[..., ScriptedEngine],
     tmp_path: Path,
@@ -124,12 +124,16 @@ def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
             received = response.iter_raw()
             assert next(received)
             assert held.holding.wait(30)
-        # Closed with the second call running and the third queued.
+        # Closed with the second call running and the third queued: the first chunk was sent,
+        # so it is charged (the stream-billing rule); the rest of the reservation is released.
         row = wait_until_settled(tmp_path, generation_id)
-        assert row["status"] == "cancelled" and row["tokens_used"] == 0
+        first_chunk = TEXT.index(" The second")
+        assert row["status"] == "cancelled" and row["tokens_used"] == first_chunk
+        assert row["audio_seconds"] > 0
         assert scheduler.queue_depth == 0 and scheduler.stats.jobs_cancelled == 1
         held.release.set()  # the running call ends; its audio is dropped
-        assert_free(http, headers, voice_id)
+        usage = http.get("/usage", headers=headers).json()
+        assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == first_chunk
     assert held.calls == 2  # the queued third call never ran
 
 

@@ -8,17 +8,19 @@ order, each with its own generation row and charge. A client can flush the rest 
 the session (`finish`), or barge in (`cancel`): queued segments leave the model's queue, the one
 being sent stops between two frames, and the text not yet spoken is dropped.
 
-Rules are /tts's: the same checks (`SpeechChecks.single`), voice and quota (`prepare`, before
-each segment's model call), ledger and charge (when a segment's last frame has been handed to
-the connection). A segment the client cancelled, or whose model call failed, costs nothing and
-is recorded as cancelled or failed; one refused before the model (402, say) leaves no row,
-exactly as a refused /tts call. The transport is not known here: events and audio go to a
+Rules are /tts's: the same checks (`SpeechChecks.single`), voice and reservation (`prepare`,
+before each segment's model call), ledger and charge (when a segment's last frame has been
+handed to the connection). A segment whose model call failed, or that was cancelled before any
+of it was sent, costs nothing and is recorded as failed or cancelled; one cancelled while being
+sent pays for the share that was sent, as a stream left early does; one refused before the
+model (402, say) leaves no row, exactly as a refused /tts call. The transport is not known here: events and audio go to a
 `Sink`, and what goes wrong is reported through it with /tts's status codes (`failures`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,14 +31,16 @@ from qwen3_tts_server.audio.encode import encode
 from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.audio.resample import resample
 from qwen3_tts_server.engine.textsplit import complete_end, split_text
-from qwen3_tts_server.errors import ApiError, BadRequest
+from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.failures import describe
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
+from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing
 from qwen3_tts_server.services.speakers import SpeakerService, VoiceChoice
 from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
+from qwen3_tts_server.services.voicing import Voicing
 from qwen3_tts_server.values import Audio, Sampling
 
 #: What a session can send: raw s16le samples, or one complete WAV file per segment.
@@ -110,13 +114,24 @@ class Segmenter:
         return segments
 
 
+@dataclass(frozen=True)
+class _Spoken:
+    """A segment's audio, ready to send, and the reservation its charge settles."""
+
+    audio: Audio
+    data: bytes
+    timing: Timing
+    hold: Hold
+
+
 @dataclass(eq=False)
 class _Segment:
     index: int
     text: str
     order: Order
-    task: asyncio.Task[tuple[Audio, Timing]]
-    delivered: bool = False  # every frame handed to the connection: charged, never cancelled
+    task: asyncio.Task[_Spoken]
+    sent: int = 0  # bytes handed to the connection
+    delivered: bool = False  # every frame handed over: charged in full, never cancelled
 
 
 class RealtimeSession:
@@ -186,33 +201,34 @@ class RealtimeSession:
 
     async def _deliver(self, segment: _Segment) -> None:
         try:
-            audio, timing = await segment.task
-        except Exception as error:
-            if not isinstance(error, ApiError):  # the model failed: recorded, free
-                await in_thread(self._service.ledger.settle, segment.order, Outcome.failed(error))
+            spoken = await segment.task
+        except Exception as error:  # refused (no row), or failed (recorded by `speak`)
             await self._sink.event(error_event(error, segment.index))
             return
-        data = await in_thread(encode, audio, segment.order.format)
         await self._sink.event(
             {
                 "type": "audio.start",
                 "segment": segment.index,
                 "text": segment.text,
                 "format": segment.order.format,
-                "sample_rate": audio.sample_rate,
+                "sample_rate": spoken.audio.sample_rate,
             }
         )
-        step = 2 * max(1, int(audio.sample_rate * FRAME_SECONDS))
-        for start in range(0, len(data), step):
-            await self._sink.audio(data[start : start + step])
+        step = 2 * max(1, int(spoken.audio.sample_rate * FRAME_SECONDS))
+        for start in range(0, len(spoken.data), step):
+            frame = spoken.data[start : start + step]
+            await self._sink.audio(frame)
+            segment.sent += len(frame)
         segment.delivered = True
         # All audio is out: charge it and say so even if a cancel arrives meanwhile.
-        self._settling = asyncio.ensure_future(self._charge(segment, data, audio, timing))
+        self._settling = asyncio.ensure_future(self._charge(segment, spoken))
         await asyncio.shield(self._settling)
 
-    async def _charge(self, segment: _Segment, data: bytes, audio: Audio, timing: Timing) -> None:
-        outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
-        receipt = await in_thread(self._service.ledger.settle, segment.order, outcome)
+    async def _charge(self, segment: _Segment, spoken: _Spoken) -> None:
+        seconds = spoken.audio.duration_s
+        outcome = Outcome.ok([Spoken(spoken.data, seconds)], spoken.timing)
+        ledger = self._service.ledger
+        receipt = await in_thread(ledger.settle, segment.order, outcome, spoken.hold)
         self.segments_done += 1
         self.tokens_used += receipt.tokens_used
         await self._sink.event(
@@ -220,15 +236,15 @@ class RealtimeSession:
                 "type": "audio.done",
                 "segment": segment.index,
                 "generation_id": receipt.generation_ids[0],
-                "audio_seconds": round(audio.duration_s, 3),
+                "audio_seconds": round(seconds, 3),
                 "usage": usage(receipt.tokens_used),
             }
         )
 
     async def cancel(self) -> list[int]:
         """Barge-in: drop the text not spoken yet, withdraw queued segments from the model,
-        stop the one being sent between two frames; each is recorded as cancelled, free.
-        Returns the indices of the segments dropped."""
+        stop the one being sent between two frames; each is recorded as cancelled (free, but
+        for what was sent of it). Returns the indices of the segments dropped."""
         dropped = await self._stop()
         self._since_cancel = 0
         self._sender = asyncio.create_task(self._send_all())
@@ -252,10 +268,22 @@ class RealtimeSession:
             waits.append(self._settling)
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*waits, return_exceptions=True)
-            for segment in dropped:
-                outcome = Outcome.cancelled("cancelled by the client before it was spoken")
-                await in_thread(self._service.ledger.settle, segment.order, outcome)
+            for segment in dropped:  # those still in the model recorded themselves (`speak`)
+                if not segment.task.cancelled() and segment.task.exception() is None:
+                    await self._cancel_spoken(segment, segment.task.result())
         return [segment.index for segment in dropped]
+
+    async def _cancel_spoken(self, segment: _Segment, spoken: _Spoken) -> None:
+        """A segment whose audio existed but was not all sent: charged for the share of it
+        that was, like a stream left early."""
+        share = segment.sent / len(spoken.data) if spoken.data else 0.0
+        [text] = segment.order.texts
+        outcome = Outcome.cancelled(
+            "cancelled by the client before all of it was sent",
+            tokens=int(len(text) * share),
+            audio_seconds=spoken.audio.duration_s * share,
+        )
+        await in_thread(self._service.ledger.settle, segment.order, outcome, spoken.hold)
 
     async def finish(self) -> None:
         """Speak what is left and wait until every segment has been delivered (re-raises
@@ -313,21 +341,43 @@ class RealtimeService:
             speed=config.speed,
         )
         order, _ = self.synthesis.checks.single(user_id, "check", request)
-        await in_thread(self.synthesis.prepare, order, 0)
+        await in_thread(self.synthesis.voicing, order)
         model_rate = self._runtime.loaded().info.sample_rate
         return RealtimeSession(self, user_id, request, rate or model_rate, sink)
 
     async def speak(
         self, order: Order, sampling: Sampling, continues: bool, sample_rate: int
-    ) -> tuple[Audio, Timing]:
-        """One segment: voice and quota, the model, then the session's tempo and rate."""
+    ) -> _Spoken:
+        """One segment: voice and reservation, the model, the session's tempo, rate and
+        format. Whatever stops it after the reservation (the model, a cancel) is recorded and
+        the reservation released here; a refusal before it (402, say) leaves no row."""
+        hold, voicing = await self._reserve(order)
+        try:
+            model = self._runtime.loaded()
+            [text] = order.texts
+            chunks = self.synthesis.sentences(text)
+            result = await model.speak([voicing.item(c, order.language) for c in chunks], sampling)
+            joined = join_sentences(result.audio, continues=continues)
+            audio = await in_thread(_finish_audio, joined, order.speed, sample_rate)
+            data = await in_thread(encode, audio, order.format)
+        except BaseException as error:
+            await self.ledger.settle_failure(order, hold, error)
+            raise
+        return _Spoken(audio, data, result.timing, hold)
+
+    async def _reserve(self, order: Order) -> tuple[Hold, Voicing]:
+        """`prepare` on a worker thread. A cancel (barge-in) that arrives meanwhile cannot stop
+        the thread: the reservation it still makes is recorded as cancelled and released at
+        once, not left for crash recovery."""
         [text] = order.texts
-        voicing = await in_thread(self.synthesis.prepare, order, len(text))
-        model = self._runtime.loaded()
-        items = [voicing.item(chunk, order.language) for chunk in self.synthesis.sentences(text)]
-        result = await model.speak(items, sampling)
-        audio = join_sentences(result.audio, continues=continues)
-        return await in_thread(_finish_audio, audio, order.speed, sample_rate), result.timing
+        job = asyncio.ensure_future(in_thread(self.synthesis.prepare, order, "realtime", len(text)))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError as cancelled:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                hold, _ = await job
+                await self.ledger.settle_failure(order, hold, cancelled)
+            raise
 
 
 def _finish_audio(audio: Audio, speed: float, rate: int) -> Audio:

@@ -17,12 +17,15 @@ Pieces are joined with /tts's `join_sentences`, so the stream is, sample for sam
 /tts joins from the same pieces. The pieces themselves come from separate model calls: a
 seeded stream is reproducible, but it is not the seeded /tts audio of the same text.
 
-Bookkeeping, all through the generation ledger and all in `SpeechStream`: the row is opened
-before the response (its id is a header) with status STREAMING, never counted or charged. It
-is settled OK, charged once like /tts, when the last audio has been handed to the connection;
-ERROR when the model fails mid-stream; CANCELLED when the stream is closed before its end (the
-client went away). Jobs not run yet are then withdrawn from the queue. A process that dies
-mid-stream leaves STREAMING behind, which the next start settles as INTERRUPTED.
+Bookkeeping, all through the generation ledger and all in `SpeechStream`: the whole text is
+reserved before any work (services/quota.py), and the row is opened before the response (its
+id is a header) with status STREAMING, not counted or charged yet. It is settled OK, charged
+once like /tts, when the last audio has been handed to the connection; ERROR, free, when the
+model fails mid-stream; CANCELLED when the stream is closed before its end (the client went
+away), charged for what it was sent (services/metering.py: the text up to the end of the last
+chunk whose audio went out). Jobs not run yet are then withdrawn from the queue, and what was
+reserved but not charged is released. A process that dies mid-stream leaves STREAMING behind,
+which the next start settles as INTERRUPTED (free) and whose reservation it releases.
 
 Times: X-Queue-Ms is the first job's wait for the model; the row's latency is model time, from
 the first call's start to the last audio.
@@ -46,6 +49,8 @@ from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
+from qwen3_tts_server.services.metering import DeliveryMeter
+from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import LoadedModel, ModelRuntime, Synthesized, Timing
 from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -113,10 +118,12 @@ class SpeechStream:
         self,
         ledger: GenerationLedger,
         order: Order,
+        hold: Hold,
+        meter: DeliveryMeter,
         generation_id: int,
         submitted: float,
         first: Synthesized,
-        pending: list[asyncio.Task[Synthesized]],
+        pending: list[tuple[int, asyncio.Task[Synthesized]]],
     ) -> None:
         self.generation_id = generation_id
         self.tokens_used = len(order.texts[0])
@@ -127,10 +134,13 @@ class SpeechStream:
         self.queue_ms = first.timing.queue_ms
         self.media_type = order.media_type
         self.extension = FORMATS[order.format].extension
-        #: Seconds of audio once the stream completed and was charged, else None.
-        self.audio_seconds: float | None = None
+        #: (tokens, seconds of audio) once the stream was settled with a charge: complete, or
+        #: left by the client after some audio; None while open, or if it cost nothing.
+        self.charge: tuple[int, float] | None = None
         self._ledger = ledger
         self._order = order
+        self._hold = hold
+        self._meter = meter
         self._first = first
         self._pending = pending
         self._status = GenerationStatus.STREAMING
@@ -138,31 +148,46 @@ class SpeechStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The audio file in pieces: (a WAV header, then) s16le samples as each job ends.
 
-        A failure is recorded (ERROR, no charge) and re-raised: the response must end
+        Each piece's chunks are metered as sent before the piece is handed over (the billing
+        rule). A failure is recorded (ERROR, no charge) and re-raised: the response must end
         abruptly, so the client can tell the audio is incomplete.
         """
         try:
             if self._order.format == "wav":
                 yield wav_stream_header(self.sample_rate)
             pieces = [self._first]
-            yield await in_thread(encode, self._first.audio[0], "pcm")
-            for task in self._pending:
+            yield await self._send(0, self._first)
+            for last_chunk, task in self._pending:
                 piece = await task
                 pieces.append(piece)
-                yield await in_thread(encode, piece.audio[0], "pcm")
+                yield await self._send(last_chunk, piece)
             await self._complete(pieces)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
             await self._end_early(Outcome.failed(error))
             raise
 
-    async def close(self) -> None:
-        """End the stream; if it had not completed, it was cancelled (the client went away)."""
-        await self._end_early(Outcome.cancelled("the stream was closed before its end"))
+    async def _send(self, last_chunk: int, piece: Synthesized) -> bytes:
+        data = await in_thread(encode, piece.audio[0], "pcm")
+        self._meter.sent(last_chunk, piece.audio[0].duration_s)
+        return data
 
-    async def _end_early(self, outcome: Outcome) -> None:
-        if self._status is GenerationStatus.STREAMING:
-            self._status = outcome.status
-            await _abandon(self._ledger, self._order, self.generation_id, self._pending, outcome)
+    async def close(self) -> None:
+        """End the stream; if it had not completed, it was cancelled (the client went away)
+        and is charged for the chunks it was sent."""
+        meter = self._meter
+        reason = "the stream was closed before its end"
+        outcome = Outcome.cancelled(reason, meter.tokens, meter.audio_seconds)
+        if await self._end_early(outcome) and meter.tokens:
+            self.charge = (meter.tokens, meter.audio_seconds)
+
+    async def _end_early(self, outcome: Outcome) -> bool:
+        """Settle an unfinished stream with `outcome`; False if it was settled already."""
+        if self._status is not GenerationStatus.STREAMING:
+            return False
+        self._status = outcome.status
+        tasks = [task for _, task in self._pending]
+        await _abandon(self._ledger, self._order, self._hold, self.generation_id, tasks, outcome)
+        return True
 
     async def _complete(self, pieces: Sequence[Synthesized]) -> None:
         samples = np.concatenate([piece.audio[0].samples for piece in pieces])
@@ -174,19 +199,22 @@ class SpeechStream:
         )
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
-            await in_thread(self._ledger.settle, self._order, outcome, self.generation_id)
+            await in_thread(
+                self._ledger.settle, self._order, outcome, self._hold, self.generation_id
+            )
             self._status = GenerationStatus.OK
-        self.audio_seconds = audio.duration_s
+        self.charge = (self.tokens_used, audio.duration_s)
 
 
 async def _abandon(
     ledger: GenerationLedger,
     order: Order,
+    hold: Hold,
     generation_id: int,
     pending: Sequence[asyncio.Task[Synthesized]],
     outcome: Outcome,
 ) -> None:
-    """A stream ended before its end: withdraw its jobs and record it, free of charge.
+    """A stream ended before its end: withdraw its jobs and record it with what it was sent.
 
     Cancelled jobs that wait leave the queue unrun; a running one's result is dropped. Shielded,
     because this runs while the request itself is being cancelled and must still be recorded.
@@ -195,7 +223,7 @@ async def _abandon(
         task.cancel()
     with anyio.CancelScope(shield=True):
         await asyncio.gather(*pending, return_exceptions=True)
-        await in_thread(ledger.settle, order, outcome, generation_id)
+        await in_thread(ledger.settle, order, outcome, hold, generation_id)
 
 
 class StreamingService:
@@ -227,27 +255,38 @@ class StreamingService:
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
         [text] = order.texts
-        voicing = await in_thread(synthesis.prepare, order, len(text))
-        model = self._runtime.loaded()
-        items = [voicing.item(chunk, order.language) for chunk in synthesis.sentences(text)]
-        generation_id = await in_thread(self._ledger.open, order)
+        hold, voicing = await in_thread(synthesis.prepare, order, "stream", len(text))
+        try:
+            model = self._runtime.loaded()
+            chunks = synthesis.sentences(text)
+            meter = DeliveryMeter(text, chunks)
+            items = [voicing.item(chunk, order.language) for chunk in chunks]
+            generation_id = await in_thread(self._ledger.open, order)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error)
+            raise
         submitted = time.perf_counter()
         try:
             first = await _piece(model, items[:1], sampling, continues=False, speed=order.speed)
-        except Exception as error:
-            await _abandon(self._ledger, order, generation_id, (), Outcome.failed(error))
-            raise
-        except asyncio.CancelledError:  # e.g. shutdown: the row must not stay STREAMING
-            cancelled = Outcome.cancelled("cancelled before any audio")
-            await _abandon(self._ledger, order, generation_id, (), cancelled)
+        except BaseException as error:  # the model, or a cancellation (e.g. shutdown)
+            await self._ledger.settle_failure(order, hold, error, generation_id=generation_id)
             raise
         step = self._max_job_items
         pending = [
-            asyncio.create_task(
-                _piece(
-                    model, items[start : start + step], sampling, continues=True, speed=order.speed
-                )
+            (
+                min(start + step, len(items)) - 1,  # the piece's last chunk, for the meter
+                asyncio.create_task(
+                    _piece(
+                        model,
+                        items[start : start + step],
+                        sampling,
+                        continues=True,
+                        speed=order.speed,
+                    )
+                ),
             )
             for start in range(1, len(items), step)
         ]
-        return SpeechStream(self._ledger, order, generation_id, submitted, first, pending)
+        return SpeechStream(
+            self._ledger, order, hold, meter, generation_id, submitted, first, pending
+        )

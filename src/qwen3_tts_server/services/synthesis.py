@@ -2,8 +2,10 @@
 
 Long texts are split into sentences and sent as one multi-item job, so the scheduler can batch
 them with each other and with other requests, then joined with a short pause. Nothing is kept
-for `store=false` but the usage row; a failed call is recorded with its error and costs nothing.
-Streamed /tts (services/streaming.py) uses the same checks, `prepare` and ledger.
+for `store=false` but the usage row. A call reserves its tokens before any work (`prepare`,
+services/quota.py); from then on, whatever raises (the model, the encoder, the database,
+memory) is recorded with its error and releases the reservation, so a failed call costs
+nothing. Streamed /tts (services/streaming.py) uses the same checks, `prepare` and ledger.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.engine.base import EngineError
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing
 from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
@@ -74,6 +76,7 @@ class SynthesisService:
         media: MediaLibrary,
         runtime: ModelRuntime,
         ledger: GenerationLedger,
+        quotas: Quotas,
         policy: billing.DiscountPolicy,
         chunk_max_chars: int,
         speakers: SpeakerService,
@@ -83,26 +86,30 @@ class SynthesisService:
         self._media = media
         self._runtime = runtime
         self._ledger = ledger
+        self._quotas = quotas
         self._policy = policy
         self._chunk_max_chars = chunk_max_chars
         self._speakers = speakers
 
-    def prepare(self, order: Order, tokens: int) -> Voicing:
-        """The voice (the caller's own, or a preset speaker the model has) and the quota, in
-        that order. Returns how the voice speaks (see services/voicing.py)."""
-        voicing: Voicing | None = None
+    def voicing(self, order: Order) -> Voicing:
+        """How the order's voice speaks (services/voicing.py): the caller's own voice (404
+        otherwise) or a preset speaker the model has (400, 503), with instructions only where
+        they can be followed (400)."""
         if order.speaker is not None:
-            voicing = self._speakers.preset(order.speaker, order.instruct)
+            return self._speakers.preset(order.speaker, order.instruct)
+        assert order.voice_id is not None  # SpeechChecks: a voice or a speaker
         with self._sessions() as session:
-            if voicing is None:
-                assert order.voice_id is not None  # SpeechChecks: a voice or a speaker
-                voice = VoiceService.owned(session, order.user_id, order.voice_id)
-                info = self._runtime.loaded().info if order.instruct else None
-                voicing = stored_voice(
-                    voice.name, voice.kind, voice.prompt, voice.description, order.instruct, info
-                )
-            billing.check_quota(session, order.user_id, tokens)
-            return voicing
+            voice = VoiceService.owned(session, order.user_id, order.voice_id)
+            info = self._runtime.loaded().info if order.instruct else None
+            return stored_voice(
+                voice.name, voice.kind, voice.prompt, voice.description, order.instruct, info
+            )
+
+    def prepare(self, order: Order, purpose: str, tokens: int) -> tuple[Hold, Voicing]:
+        """What needs the database before any work: the voice (`voicing`), then the
+        reservation of `tokens` (402). Returns the hold and the voicing."""
+        voicing = self.voicing(order)
+        return self._quotas.reserve(order.user_id, purpose, Amounts(tokens=tokens)), voicing
 
     def sentences(self, text: str) -> list[str]:
         """How a text is cut for the model (CHUNK_MAX_CHARS), for every path alike."""
@@ -111,17 +118,10 @@ class SynthesisService:
     async def _speak(
         self, order: Order, voicing: Voicing, sampling: Sampling
     ) -> tuple[list[list[Audio]], Timing]:
-        """Every text of the order, each split into sentences, in one scheduler job.
-
-        A model failure is recorded as the order's failed outcome, then re-raised."""
+        """Every text of the order, each split into sentences, in one scheduler job."""
         chunks = [self.sentences(text) for text in order.texts]
         items = [voicing.item(chunk, order.language) for parts in chunks for chunk in parts]
-        try:
-            result = await self._runtime.loaded().speak(items, sampling)
-        except EngineError as error:
-            settle = self._ledger.settle if len(order.texts) == 1 else self._settle_failed_batch
-            await in_thread(settle, order, Outcome.failed(error))
-            raise
+        result = await self._runtime.loaded().speak(items, sampling)
         per_text: list[list[Audio]] = []
         offset = 0
         for parts in chunks:
@@ -129,18 +129,19 @@ class SynthesisService:
             offset += len(parts)
         return per_text, result.timing
 
-    def _settle_failed_batch(self, order: Order, outcome: Outcome) -> None:
-        self._ledger.settle_batch(order, outcome, discount=0.0)
-
     # -- /tts ----------------------------------------------------------------------------------
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
         order, sampling = self.checks.single(user_id, text, request)
         [text] = order.texts
-        voicing = await in_thread(self.prepare, order, len(text))
-        per_text, timing = await self._speak(order, voicing, sampling)
-        [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
-        outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
-        receipt = await in_thread(self._ledger.settle, order, outcome)
+        hold, voicing = await in_thread(self.prepare, order, "tts", len(text))
+        try:
+            per_text, timing = await self._speak(order, voicing, sampling)
+            [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
+            outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
+            receipt = await in_thread(self._ledger.settle, order, outcome, hold)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error)
+            raise
         return Speech(
             generation_id=receipt.generation_ids[0],
             tokens_used=receipt.tokens_used,
@@ -158,13 +159,18 @@ class SynthesisService:
     ) -> BatchSpeech:
         order, sampling = self.checks.batch(user_id, texts, request)
         chars = sum(len(text) for text in order.texts)
-        with self._sessions() as session:
-            discount = billing.current_discount(session, self._policy)
-        voicing = await in_thread(self.prepare, order, billing.batch_tokens(chars, discount))
-        per_text, timing = await self._speak(order, voicing, sampling)
-        encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
-        outcome = Outcome.ok([Spoken(data, audio.duration_s) for audio, data in encoded], timing)
-        receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount)
+        discount = await in_thread(self._discount)
+        price = billing.batch_tokens(chars, discount)
+        hold, voicing = await in_thread(self.prepare, order, "batch", price)
+        try:
+            per_text, timing = await self._speak(order, voicing, sampling)
+            encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
+            spoken = [Spoken(data, audio.duration_s) for audio, data in encoded]
+            outcome = Outcome.ok(spoken, timing)
+            receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount, hold)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error, batch=True)
+            raise
         assert receipt.batch_id is not None
         extension = FORMATS[order.format].extension
         # The rate written, which a codec that refuses the model's rate changes (see encode).
@@ -206,6 +212,10 @@ class SynthesisService:
             sample_rate,
             manifest,
         )
+
+    def _discount(self) -> float:
+        with self._sessions() as session:
+            return billing.current_discount(session, self._policy)
 
     # -- /getstored ----------------------------------------------------------------------------
     def stored(self, user_id: int, generation_id: int) -> StoredAudio:
