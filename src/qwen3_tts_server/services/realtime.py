@@ -13,8 +13,9 @@ before each segment's model call), ledger and charge (when a segment's last fram
 handed to the connection). A segment whose model call failed, or that was cancelled before any
 of it was sent, costs nothing and is recorded as failed or cancelled; one cancelled while being
 sent pays for the share that was sent, as a stream left early does; one refused before the
-model (402, say) leaves no row, exactly as a refused /tts call. The transport is not known here: events and audio go to a
-`Sink`, and what goes wrong is reported through it with /tts's status codes (`failures`).
+model (402, say) leaves no row, exactly as a refused /tts call. The transport is not known
+here: events and audio go to a `Sink`, and what goes wrong is reported through it with /tts's
+status codes (`failures`).
 """
 
 from __future__ import annotations
