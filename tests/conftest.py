@@ -9,6 +9,8 @@ are random, EOS comes at random, and the cap is what ends most generations.
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,6 +70,34 @@ def stock(tiny_models_dir: Path) -> QwenEngine:
 @pytest.fixture(scope="session")
 def engine(stock: QwenEngine) -> StepEngine:
     """The step engine over `stock`, as the server runs it. One user (app) at a time."""
+    return StepEngine(stock)
+
+
+@pytest.fixture(scope="session")
+def base_only_engine(tiny_models_dir: Path) -> StepEngine:
+    """The Base model alone: no voice design, no preset speakers (MODEL_CUSTOM_REPO unset)."""
+    return StepEngine(
+        QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=TEST_MAX_FRAMES)
+    )
+
+
+@pytest.fixture(scope="session")
+def small_custom_engine(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> StepEngine:
+    """Base plus a CustomVoice model that says it is the 0.6B, which cannot follow
+    instructions (qwen-tts drops them for that size)."""
+    small = tmp_path_factory.mktemp("tiny-custom-0b6") / "custom_voice"
+    shutil.copytree(tiny_models_dir / "custom_voice", small)
+    config = json.loads((small / "config.json").read_text())
+    config["tts_model_size"] = "0b6"
+    (small / "config.json").write_text(json.dumps(config))
+    stock = QwenEngine.load(
+        tiny_models_dir / "base",
+        custom_voice=small,
+        device="cpu",
+        max_new_tokens_cap=TEST_MAX_FRAMES,
+    )
     return StepEngine(stock)
 
 

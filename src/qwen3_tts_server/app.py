@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qwen3_tts_server import __version__
 from qwen3_tts_server.api import (
@@ -22,27 +24,21 @@ from qwen3_tts_server.api import (
     health,
     openai,
     playground,
+    realtime,
+    speakers,
     synthesis,
     usage,
     voices,
 )
 from qwen3_tts_server.api.limits import BodySizeLimit
+from qwen3_tts_server.api.openai_errors import is_openai_path, openai_error
+from qwen3_tts_server.api.openai_errors import validation_error as openai_validation_error
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
-from qwen3_tts_server.audio.errors import AudioError, UploadTooLarge
 from qwen3_tts_server.composition import EngineLoader, build_context
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.base import (
-    InvalidInput,
-    JobTimeout,
-    ModelUnavailable,
-    PromptCorrupt,
-    PromptMismatch,
-    QueueFull,
-    Runaway,
-    ShuttingDown,
-)
 from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import RequestObservability
+from qwen3_tts_server.services.failures import ERROR_STATUS, describe
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +59,24 @@ EXPOSED_HEADERS = [
 ]
 
 
-def _api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-#: Engine and audio errors are typed where they happen; this is their one mapping to HTTP.
-_ERROR_STATUS: list[tuple[type[Exception], int]] = [
-    (UploadTooLarge, 413),
-    (AudioError, 400),
-    (QueueFull, 429),
-    (PromptMismatch, 409),
-    (PromptCorrupt, 409),
-    (InvalidInput, 400),
-    (ModelUnavailable, 503),
-    (JobTimeout, 503),
-    (ShuttingDown, 503),
-    (Runaway, 503),
-]
-
-_PROMPT_HINT = " (the voice was made by another model: recreate it with this server's model)"
-
-
-def _typed_error(_request: Request, exc: Exception) -> JSONResponse:
-    status = next(code for kind, code in _ERROR_STATUS if isinstance(exc, kind))
-    detail = str(exc)
-    headers = {}
-    if isinstance(exc, QueueFull):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    if isinstance(exc, PromptMismatch | PromptCorrupt):
-        detail += _PROMPT_HINT
+def _error(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """`{"detail": ...}`, or OpenAI's error shape on /v1 (see api/openai_errors.py)."""
+    if is_openai_path(request.url.path):
+        return openai_error(status, detail, headers=headers)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(request, exc.status_code, exc.detail, exc.headers)
+
+
+def _typed_error(request: Request, exc: Exception) -> JSONResponse:
+    failure = describe(exc)
+    assert failure is not None  # registered for the types in ERROR_STATUS only
+    return _error(request, failure.status, failure.detail, failure.headers)
 
 
 #: Failures that are outages, neither bugs nor the client's doing: 503 with a detail that says
@@ -110,13 +93,16 @@ _OUTAGES: list[tuple[type[Exception], str]] = [
 def _outage(request: Request, exc: Exception) -> JSONResponse:
     log.error("outage on %s %s: %r", request.method, request.url.path, exc)
     detail = next(text for kind, text in _OUTAGES if isinstance(exc, kind))
-    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+    return _error(request, 503, detail, {"Retry-After": "5"})
 
 
-def _validation_error(_request: Request, exc: Exception) -> Response:
+def _validation_error(request: Request, exc: Exception) -> Response:
     """FastAPI's 422 body, but ASCII-escaped: the echoed input may hold characters (unpaired
-    surrogates) that cannot be encoded as UTF-8, and that must not turn a 422 into a 500."""
+    surrogates) that cannot be encoded as UTF-8, and that must not turn a 422 into a 500.
+    On /v1, OpenAI's 400 naming the field instead."""
     assert isinstance(exc, RequestValidationError)
+    if is_openai_path(request.url.path):
+        return openai_validation_error(exc.errors())
     body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
     return Response(body, status_code=422, media_type="application/json")
 
@@ -125,11 +111,21 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Starlette answers unhandled errors outside every middleware: add the request id here.
     request_id = getattr(request.state, "request_id", "")
-    return JSONResponse(
-        {"detail": f"Internal server error (request id {request_id})"},
-        status_code=500,
-        headers={"X-Request-Id": request_id} if request_id else None,
+    return _error(
+        request,
+        500,
+        f"Internal server error (request id {request_id})",
+        {"X-Request-Id": request_id} if request_id else None,
     )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method): FastAPI's own answer, but in OpenAI's shape
+    below /v1, where an SDK pointed at a path we do not serve should read why."""
+    assert isinstance(exc, StarletteHTTPException)
+    if is_openai_path(request.url.path):
+        return openai_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return await http_exception_handler(request, exc)
 
 
 def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
@@ -168,7 +164,8 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for kind, _status in _ERROR_STATUS:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for kind, _status in ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
     for kind, _detail in _OUTAGES:
         app.add_exception_handler(kind, _outage)
@@ -182,7 +179,9 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         auth.router,
         voices.router,
         synthesis.router,
+        speakers.router,
         openai.router,
+        realtime.router,
         usage.router,
         playground.router,
     ):

@@ -106,7 +106,8 @@ Try, in another terminal:
        -H "Authorization: Bearer $ADMIN_TOKEN"
   curl -sS -X POST $BASE/auth/exchange-invite -H "Content-Type: application/json" \\
        -d '{{"invite_code":"<the code>"}}'
-Then follow README.md ("Voices", "Synthesis") with the API key it returns.
+Then follow README.md ("Voices", "Synthesis", "Preset speakers", "OpenAI-compatible",
+"Realtime") with the API key it returns: the tiny CustomVoice model has the 9 preset speakers.
 """
     )
     _run(settings)

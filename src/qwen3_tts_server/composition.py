@@ -22,7 +22,9 @@ from qwen3_tts_server.services.billing import DiscountPolicy
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Limits, Quotas
+from qwen3_tts_server.services.realtime import RealtimeService
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -68,6 +70,8 @@ def build_context(
     policy = DiscountPolicy.from_settings(settings)
     ledger = GenerationLedger(sessions, media, policy)
     quotas = Quotas(sessions, Limits.from_settings(settings))
+    voices = VoiceService(settings, sessions, media, runtime, quotas)
+    speakers = SpeakerService(runtime, voices)
     synthesis = SynthesisService(
         SpeechChecks(settings),
         sessions,
@@ -77,6 +81,7 @@ def build_context(
         quotas,
         policy,
         settings.chunk_max_chars,
+        speakers,
     )
     recovery_grace = timedelta(seconds=settings.resolved_recovery_grace_s)
     return AppContext(
@@ -86,8 +91,10 @@ def build_context(
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),
-        voices=VoiceService(settings, sessions, media, runtime, quotas),
+        voices=voices,
+        speakers=speakers,
         synthesis=synthesis,
         streaming=StreamingService(runtime, synthesis, ledger),
+        realtime=RealtimeService(synthesis, runtime, ledger, speakers, settings.chunk_max_chars),
         metrics=metrics,
     )

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     min_ref_seconds: float = Field(1.0, gt=0)
     max_ref_seconds: float = Field(60.0, gt=0)
 
+    #: WS /v1/audio/speech/stream: a session that neither sends anything nor waits for audio
+    #: this long is closed, and none lasts longer than the second limit.
+    realtime_idle_s: float = Field(60.0, gt=0)
+    realtime_max_session_s: float = Field(1800.0, gt=0)
     #: Per-user limits on reference audio (clone uploads and designed references of live
     #: voices) and on live voices, and the least a clone is charged (see README, Accounting).
     max_user_storage_bytes: int = Field(200 * 1024 * 1024, ge=0)

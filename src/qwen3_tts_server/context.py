@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
+from qwen3_tts_server.services.realtime import RealtimeService
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.system import SystemService
@@ -29,6 +31,8 @@ class AppContext:
     accounts: AccountService
     usage: UsageService
     voices: VoiceService
+    speakers: SpeakerService
     synthesis: SynthesisService
     streaming: StreamingService
+    realtime: RealtimeService
     metrics: Metrics

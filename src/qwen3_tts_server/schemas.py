@@ -39,6 +39,19 @@ class Detail(BaseModel):
     detail: str
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """Every error body on /v1, as OpenAI's API answers (its SDKs read `error.message`)."""
+
+    error: OpenAIErrorDetail
+
+
 class Status(BaseModel):
     status: str
 
@@ -138,6 +151,8 @@ class VoiceDetailOut(VoiceOut):
 
 # -- synthesis -----------------------------------------------------------------------------------
 MAX_SEED = 2**31 - 1
+#: OpenAI's limit on `instructions`, used for `instruct` too.
+MAX_INSTRUCTIONS = 4096
 #: Below this the sampler divides logits into infinities (1e-40 made torch fail); 0.01 is
 #: already as good as greedy.
 MIN_TEMPERATURE = 0.01
@@ -152,7 +167,22 @@ class TTSRequest(BaseModel):
     texts: list[Text] | None = Field(
         None, min_length=1, description="Alias of a list `text` (/batchtts, README form)."
     )
-    voice_id: RowId
+    voice_id: RowId | None = Field(None, description="One of your voices (or send `speaker`).")
+    speaker: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A preset speaker of the CustomVoice model (GET /speakers), instead of "
+        "`voice_id`.",
+        examples=["Vivian"],
+    )
+    instruct: Text | None = Field(
+        None,
+        max_length=MAX_INSTRUCTIONS,
+        description='How to say it ("cheerful, a little faster"): followed by preset '
+        "speakers of the 1.7B CustomVoice model and by designed voices; a cloned voice "
+        "answers 400.",
+    )
     store: bool = False
     language: Text = Field("auto", examples=["English"])
     temperature: float | None = Field(
@@ -175,6 +205,11 @@ class TTSRequest(BaseModel):
             raise ValueError("send `text` (a string for /tts, a list for /batchtts)")
         if self.text is not None and self.texts is not None:
             raise ValueError("send either `text` or `texts`, not both")
+        if (self.voice_id is None) == (self.speaker is None):
+            raise ValueError(
+                "send exactly one of `voice_id` (one of your voices) or `speaker` (a preset "
+                "speaker, see GET /speakers)"
+            )
         return self
 
     @property
@@ -184,23 +219,101 @@ class TTSRequest(BaseModel):
         return value
 
 
+# -- preset speakers -----------------------------------------------------------------------------
+class SpeakerOut(BaseModel):
+    name: str = Field(examples=["Vivian"], description="What `speaker` takes (any case).")
+    native_language: str = Field(examples=["chinese"], description="Where it sounds best.")
+    languages: list[str] = Field(description="Every language it speaks.")
+    description: str
+    supports_instructions: bool = Field(
+        description="Whether `instruct` is followed (the 1.7B CustomVoice model)."
+    )
+    openai_voices: list[str] = Field(
+        description="OpenAI built-in voice names that /v1/audio/speech maps to this speaker."
+    )
+
+
+class SpeakersOut(BaseModel):
+    speakers: list[SpeakerOut]
+
+
 # -- OpenAI-compatible ---------------------------------------------------------------------------
+class VoiceRef(BaseModel):
+    """OpenAI's custom-voice object, `{"id": "..."}`."""
+
+    id: Text = Field(min_length=1, max_length=256, examples=["12"])
+
+
 class OpenAISpeechRequest(BaseModel):
     """The body of OpenAI's POST /v1/audio/speech, so its SDKs and tools work unchanged."""
 
     model: Text = Field("qwen3-tts", description="Accepted for compatibility; any value.")
     input: Text = Field(min_length=1, examples=["Hello from an OpenAI client."])
-    voice: Text = Field(
-        min_length=1, description="Your voice's id (`12`, `voice:12`) or name.", examples=["Geoff"]
+    voice: Annotated[Text, Field(min_length=1, max_length=256)] | VoiceRef = Field(
+        description='Your voice\'s id (`12`, `voice:12`) or name, as a string or `{"id": ...}`; '
+        "with the CustomVoice model also a preset speaker's name or an OpenAI voice name "
+        "(`alloy`, ...), mapped to a preset speaker.",
+        examples=["Geoff"],
     )
     response_format: Text = Field("mp3", description="mp3 | opus | aac | wav | flac | pcm | ogg")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="Only 1.0 is supported.")
+    speed: float = Field(
+        1.0, ge=0.25, le=4.0, description="0.25-4.0: the audio is time-stretched, pitch kept."
+    )
     instructions: Text | None = Field(
-        None, description="Accepted for compatibility; cloned voices ignore it."
+        None,
+        max_length=MAX_INSTRUCTIONS,
+        description="How to say it: followed by preset speakers (1.7B CustomVoice) and "
+        "designed voices; a cloned voice answers 400.",
     )
     language: Text = Field("auto", description="Extension: as in /tts.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Extension: as in /tts (same seed, same audio)."
+    )
     stream_format: Literal["audio", "sse"] | None = Field(
         None,
-        description="`audio`: stream the audio as it is made, like /tts with `stream` "
-        "(`pcm` or `wav`). `sse` is not supported.",
+        description="`audio`: the audio file, streamed as it is made for `pcm` and `wav`. "
+        "`sse`: server-sent events `speech.audio.delta` (base64 audio) and "
+        "`speech.audio.done` (with `usage`); `pcm` and `wav` arrive piece by piece, other "
+        "formats as one delta.",
     )
+
+
+# -- realtime (WS /v1/audio/speech/stream) -------------------------------------------------------
+class RealtimeConfig(BaseModel):
+    """`session.config`: the first message of a session. `voice` as /v1/audio/speech takes
+    it, or a preset `speaker`; exactly one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["session.config"]
+    voice: Annotated[Text, Field(min_length=1, max_length=256)] | VoiceRef | None = None
+    speaker: Text | None = Field(None, min_length=1, max_length=64)
+    instructions: Text | None = Field(None, max_length=MAX_INSTRUCTIONS)
+    language: Text = "auto"
+    format: Literal["pcm", "wav"] = "pcm"
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    temperature: float | None = Field(None, gt=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+
+class RealtimeText(BaseModel):
+    """`input.text`: more text, appended to what came before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input.text"]
+    text: Text = Field(max_length=100_000)
+
+
+class RealtimeSignal(BaseModel):
+    """`input.done` (speak what is buffered), `cancel` (barge-in), `session.close`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input.done", "cancel", "session.close"]
+
+
+RealtimeMessage = Annotated[
+    RealtimeConfig | RealtimeText | RealtimeSignal, Field(discriminator="type")
+]

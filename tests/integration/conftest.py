@@ -78,11 +78,13 @@ class LiveServer:
     """The server as `serve` runs it (uvicorn with http_server's protocol) on a real loopback
     port in a thread, for tests that use real clients (curl, raw sockets)."""
 
-    def __init__(self, app: FastAPI, settings: Settings) -> None:
+    def __init__(self, app: FastAPI, settings: Settings, **uvicorn_options: Any) -> None:
+        """`uvicorn_options` go to uvicorn.Config (default: log_level "warning")."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         local = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
-        self.server = uvicorn.Server(server_config(app, local, log_level="warning"))
+        options = {"log_level": "warning", **uvicorn_options}
+        self.server = uvicorn.Server(server_config(app, local, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

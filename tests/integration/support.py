@@ -20,6 +20,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from qwen3_tts_server.config import Settings
+from qwen3_tts_server.engine.base import CustomItem, DesignItem
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -192,3 +193,24 @@ def assert_no_orphans(data_dir: Path) -> None:
     """Every file is a referenced blob, and every referenced blob has its file."""
     files, referenced = media_files(data_dir), referenced_blob_files(data_dir)
     assert files == referenced, f"orphans: {files - referenced}, missing: {referenced - files}"
+
+
+class RecordingEngine:
+    """The real engine, noting the items of every preset-speaker call and the description of
+    every design call: what reached the model (the tiny model's audio barely depends on the
+    speaker, so the audio alone cannot tell speakers apart)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.custom_items: list[Any] = []
+        self.descriptions: list[str] = []
+
+    def admit(self, item: Any, sampling: Any, budget: int) -> Any:
+        if isinstance(item, CustomItem):
+            self.custom_items.append(item)
+        elif isinstance(item, DesignItem):
+            self.descriptions.append(item.description)
+        return self.inner.admit(item, sampling, budget)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

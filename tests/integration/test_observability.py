@@ -6,16 +6,21 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import websockets
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from support import AppFactory, admin_headers, clone_voice, new_user_key
+from support import AppFactory, admin_headers, clone_voice, make_settings, new_user_key
 
+from conftest import LiveServer, no_model
+from qwen3_tts_server.app import create_app
 from qwen3_tts_server.engine.base import DesignItem, Engine
 from qwen3_tts_server.observability import configure_logging
 from qwen3_tts_server.values import Sampling
@@ -53,7 +58,10 @@ def logs() -> Iterator[LogCapture]:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     # The test's own HTTP client logs the URLs it requests; that is not the server's log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # (httpx2 is httpx's successor, which the openai SDK brings and Starlette's TestClient
+    # then uses.)
+    for client_logger in ("httpx", "httpx2"):
+        logging.getLogger(client_logger).setLevel(logging.WARNING)
     capture = LogCapture(saved_handlers)
     capture.configure()
     yield capture
@@ -304,3 +312,38 @@ def test_configure_logging_is_idempotent_and_checks_the_level(
     logging.getLogger("qwen3_tts_server.test").warning("shown", extra={"route": "/tts"})
     [plain] = logs.lines()
     assert plain.endswith("WARNING qwen3_tts_server.test: shown route=/tts")
+
+
+def test_websocket_handshakes_log_no_key_and_no_false_error(
+    tmp_path: Path, logs: LogCapture
+) -> None:
+    """uvicorn logs WebSocket handshakes itself, with the URL's query: a key a client put
+    there (refused) must not reach the log, nor a refused handshake show as an ERROR. The
+    server logs as `qwen3-tts-server serve` runs it (uvicorn's loggers into ours)."""
+    settings = make_settings(tmp_path / "data")
+    live = LiveServer(create_app(settings, no_model), settings, log_level="info")
+    with live as server, httpx.Client(base_url=server.url) as http:
+        _, headers = new_user_key(http)
+        key = headers["Authorization"].removeprefix("Bearer ")
+        url = server.url.replace("http", "ws", 1) + "/v1/audio/speech/stream"
+
+        async def refused(target: str) -> int:
+            with pytest.raises(websockets.InvalidStatus) as denied:
+                async with websockets.connect(target):
+                    pass
+            return int(denied.value.response.status_code)
+
+        logs.lines()
+        assert asyncio.run(refused(f"{url}?api_key={key}")) == 401
+        assert asyncio.run(refused(url)) == 401
+        # uvicorn writes its line once the connection is over: give it a moment.
+        deadline = time.monotonic() + 10
+        lines: list[str] = []
+        while len([line for line in lines if "WebSocket" in line]) < 2:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+            lines += logs.lines()
+    records = [json.loads(line) for line in lines]
+    assert key not in "\n".join(lines) and "api_key=" not in "\n".join(lines)
+    assert [r for r in records if r["level"] == "ERROR"] == []
+    assert any('"WebSocket /v1/audio/speech/stream" 401' in r["msg"] for r in records)

@@ -30,6 +30,11 @@ def test_every_operation_is_documented_with_auth_and_errors(client: TestClient) 
             assert not op.get("security"), where
             continue
         assert op.get("security"), f"{where} does not declare its bearer auth"
+        if path.startswith("/v1/"):  # OpenAI's codes and body: every key failure is a 401
+            assert "401" in op["responses"] and "403" not in op["responses"], where
+            content = op["responses"]["401"]["content"]["application/json"]
+            assert content["schema"]["$ref"].endswith("/OpenAIError"), where
+            continue
         assert {"401", "403"} <= set(op["responses"]), where
     for error in ("401", "403"):
         content = spec["paths"]["/usage"]["get"]["responses"][error]["content"]

@@ -169,7 +169,9 @@ def test_clone_from_a_file_then_speak(page: Page, http: httpx.Client, tmp_path: 
     recording = tmp_path / "me.wav"
     recording.write_bytes(reference_audio("wav"))
     _connect(page, headers)
-    expect(page.locator("#connect-status")).to_have_text("Connected. Next, make a voice in step 2.")
+    expect(page.locator("#connect-status")).to_have_text(
+        "Connected. Next, make a voice in step 2 (and 9 preset speakers)."
+    )
 
     # FastAPI's 422 list, turned into a sentence about the form's own field.
     page.fill("#clone-name", "Browser voice")
@@ -216,10 +218,43 @@ def test_clone_from_a_file_then_speak(page: Page, http: httpx.Client, tmp_path: 
     usage = http.get("/usage", headers=headers).json()
     expect(page.locator("#usage-tokens")).to_have_text(f"{usage['tokens_used_total']:,}")
     expect(page.locator("#voices tr td").nth(3)).to_have_text("1")
-    # This server has no preset speakers: none offered, nothing asked for them.
-    if "/speakers" not in http.get("/openapi.json").json()["paths"]:
-        expect(page.locator("#tts-voice optgroup[label='Preset speakers']")).to_have_count(0)
-        expect(page.locator("#instruct-row")).to_be_hidden()
+    # A cloned voice takes no instructions: the field is not offered for it.
+    expect(page.locator("#instruct-row")).to_be_hidden()
+
+
+def test_speak_with_a_preset_speaker_and_instructions(page: Page, http: httpx.Client) -> None:
+    _, headers = new_user_key(http)
+    _connect(page, headers)
+    expect(page.locator("#connect-status")).to_have_text(
+        "Connected. Next, make a voice in step 2 (and 9 preset speakers)."
+    )
+    presets = page.locator("#tts-voice optgroup[label='Preset speakers'] option")
+    expect(presets).to_have_count(9)
+    expect(presets.first).to_contain_text(" – ")  # the name and the model card's description
+    posts = _tts_posts(page)
+    page.select_option("#tts-voice", "speaker:Vivian")
+    expect(page.locator("#instruct-row")).to_be_visible()
+    page.fill("#tts-instruct", "Cheerful, a little faster")
+    page.uncheck("#tts-stream")
+    page.fill("#tts-text", "Hello from a preset speaker.")
+    page.click("#speak")
+
+    expect(page.locator("#speak-status")).to_have_class("status ok")
+    assert posts == [
+        {
+            "text": "Hello from a preset speaker.",
+            "language": "auto",
+            "speaker": "Vivian",
+            "instruct": "Cheerful, a little faster",
+            "format": "wav",
+        }
+    ]
+    assert _player_seconds(page) > 0
+    expect(page.locator("#usage-calls")).to_have_text("1")
+    usage = http.get("/usage", headers=headers).json()
+    assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == len(
+        "Hello from a preset speaker."
+    )
 
 
 def test_stream_plays_while_it_arrives(page: Page, http: httpx.Client) -> None:

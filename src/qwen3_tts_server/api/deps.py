@@ -65,4 +65,20 @@ def current_user(
 
 
 CurrentUser = Annotated[Caller, Depends(current_user)]
+
+
+def openai_user(
+    request: Request,
+    context: Context,
+    authorization: Annotated[str | None, Depends(_authorization)],
+) -> Caller:
+    """The caller on /v1, where a missing, wrong, revoked or disabled key is a 401 as on
+    OpenAI's API (its SDKs raise AuthenticationError); native routes keep the original 403."""
+    try:
+        return current_user(request, context, authorization)
+    except Forbidden as error:
+        raise Unauthorized(error.detail) from None
+
+
+OpenAIUser = Annotated[Caller, Depends(openai_user)]
 AdminOnly = Depends(require_admin)

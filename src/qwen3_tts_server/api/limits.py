@@ -11,6 +11,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qwen3_tts_server.api.openai_errors import is_openai_path, openai_error_body
 from qwen3_tts_server.values import format_size
 
 
@@ -28,8 +29,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
+        openai = is_openai_path(scope.get("path", ""))
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(send, openai)
             return
         received = 0
         rejected = False
@@ -43,7 +45,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes and not rejected:
                     rejected = True
-                    await self._reject(send)
+                    await self._reject(send, openai)
                     return {"type": "http.disconnect"}
             return message
 
@@ -53,13 +55,13 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"Request body too large: uploads are limited to "
-                f"{format_size(self.upload_limit)}; send a shorter clip or a compressed format"
-            }
-        ).encode()
+    async def _reject(self, send: Send, openai: bool) -> None:
+        message = (
+            f"Request body too large: uploads are limited to "
+            f"{format_size(self.upload_limit)}; send a shorter clip or a compressed format"
+        )
+        content = openai_error_body(413, message) if openai else {"detail": message}
+        body = json.dumps(content).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -5,17 +5,23 @@ Not a router: route modules import this, never each other.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from qwen3_tts_server.api.openai_errors import openai_error_body
 from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.services.speech import SpeechRequest
-from qwen3_tts_server.services.streaming import SpeechStream
+from qwen3_tts_server.services.streaming import STREAMABLE_FORMATS, SpeechStream
 
 log = logging.getLogger(__name__)
+
+_SSE = "text/event-stream"
 
 
 async def speech_response(
@@ -63,10 +69,18 @@ class _StreamedSpeech(StreamingResponse):
     (all of it once complete; what it was sent when the client left).
     """
 
-    def __init__(self, context: AppContext, stream: SpeechStream) -> None:
+    def __init__(
+        self,
+        context: AppContext,
+        stream: SpeechStream,
+        content: AsyncIterator[bytes] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        """`content` (default: the audio itself) is what the body sends, made from `stream`
+        (e.g. server-sent events wrapping its chunks)."""
         super().__init__(
-            stream.chunks(),
-            media_type=stream.media_type,
+            stream.chunks() if content is None else content,
+            media_type=media_type or stream.media_type,
             headers={
                 **_headers(stream.extension, stream.generation_id, stream.tokens_used),
                 "X-First-Audio-Ms": str(stream.first_audio_ms),
@@ -87,3 +101,62 @@ class _StreamedSpeech(StreamingResponse):
             await self._stream.close()
         if self._stream.charge is not None:
             _count(self._context, *self._stream.charge)
+
+
+# -- server-sent events (OpenAI's stream_format "sse") ----------------------------------------
+def _event(payload: dict[str, object]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _delta(audio: bytes) -> bytes:
+    return _event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
+
+
+def _done(tokens_used: int) -> bytes:
+    """OpenAI's closing event. Usage counts what the call is charged: characters of the input
+    (there are no separately billed audio tokens, so output_tokens is 0)."""
+    usage = {"input_tokens": tokens_used, "output_tokens": 0, "total_tokens": tokens_used}
+    return _event({"type": "speech.audio.done", "usage": usage})
+
+
+async def sse_speech_response(
+    context: AppContext, user_id: int, text: str, request: SpeechRequest
+) -> Response:
+    """One text as server-sent events: `speech.audio.delta` events with base64 audio, then
+    `speech.audio.done` with usage. `pcm` and `wav` are sent piece by piece as they are made;
+    other formats are complete files only at their end, so they come as one delta.
+
+    Errors a client can cause come before any event, as a JSON error. A model failure mid-way
+    (recorded, free of charge) ends the events with an `error` event instead of the done one.
+    """
+    if request.format.strip().lower() not in STREAMABLE_FORMATS:
+        speech = await context.synthesis.tts(user_id, text, request)
+        _count(context, speech.tokens_used, speech.duration_s)
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield _delta(speech.data)
+            yield _done(speech.tokens_used)
+
+        return StreamingResponse(
+            whole(),
+            media_type=_SSE,
+            headers={
+                **_headers(speech.extension, speech.generation_id, speech.tokens_used),
+                "X-Latency-Ms": str(speech.timing.model_ms),
+                "X-Queue-Ms": str(speech.timing.queue_ms),
+                "X-Sample-Rate": str(speech.sample_rate),
+            },
+        )
+    stream = await context.streaming.open(user_id, text, request)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream.chunks():
+                yield _delta(chunk)
+        except Exception as error:  # already recorded as failed by the stream
+            message = f"Synthesis failed after part of the audio was sent: {error}"
+            yield _event({"type": "error", "error": openai_error_body(500, message)["error"]})
+            return
+        yield _done(stream.tokens_used)
+
+    return _StreamedSpeech(context, stream, events(), _SSE)

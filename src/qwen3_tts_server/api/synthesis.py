@@ -25,6 +25,8 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
         store=body.store,
         temperature=body.temperature,
         seed=body.seed,
+        speaker=body.speaker,
+        instruct=body.instruct or "",
     )
 
 

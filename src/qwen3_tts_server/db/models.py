@@ -99,7 +99,8 @@ class Reservation(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    purpose: Mapped[str] = mapped_column(String(16))  # tts | stream | batch | clone | design
+    #: tts | stream | batch | clone | design | realtime
+    purpose: Mapped[str] = mapped_column(String(16))
     tokens: Mapped[int] = mapped_column(BigInteger)
     storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     voices: Mapped[int] = mapped_column(Integer, default=0)

@@ -76,6 +76,9 @@ class EngineInfo:
     has_voice_design: bool
     has_custom_voice: bool
     speakers: tuple[str, ...] = field(default_factory=tuple)
+    #: Whether the CustomVoice model follows `CustomItem.instruct` (the 1.7B does; qwen-tts
+    #: drops instructions for the 0.6B without a word).
+    speaker_instructions: bool = False
 
 
 class EngineError(Exception):

@@ -308,8 +308,11 @@ class QwenEngine:
 
     def info(self) -> EngineInfo:
         speakers: tuple[str, ...] = ()
+        instructions = False
         if self._custom_voice is not None:
             speakers = tuple(self._custom_voice.get_supported_speakers() or ())
+            # qwen-tts's own test in generate_custom_voice (a substring test, kept as it is).
+            instructions = self._custom_voice.model.tts_model_size not in "0b6"
         return EngineInfo(
             base_model_id=self._model_id,
             device=self._device,
@@ -318,6 +321,7 @@ class QwenEngine:
             has_voice_design=self._voice_design is not None,
             has_custom_voice=self._custom_voice is not None,
             speakers=speakers,
+            speaker_instructions=instructions,
         )
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:

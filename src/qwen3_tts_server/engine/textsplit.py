@@ -127,3 +127,23 @@ def split_text(text: str, max_chars: int) -> list[str]:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
     chunks = (text[a:b].strip() for a, b in _pack(text, 0, len(text), max_chars, _LEVELS))
     return [chunk for chunk in chunks if chunk]
+
+
+def complete_end(text: str) -> int:
+    """Where the sentences of `text` that are surely complete end (0: none is yet).
+
+    For text that is still arriving (a realtime session): a terminator ends a sentence for sure
+    only once the text after it is known, since "3." may become "3.14" and "Dr." may be followed
+    by a name. So a cut counts when more than whitespace follows it, or when it is a full-width
+    terminator or a line break, which end a sentence whatever comes next.
+    """
+    last = 0
+    for match in _TERMINATOR_RUN.finditer(text):
+        if not _ends_sentence(text, match.start(), match.end()):
+            continue
+        fullwidth = any(char in _FULLWIDTH_TERMINATORS for char in match.group())
+        if fullwidth or text[match.end() :].strip():
+            last = match.end()
+    for match in _NEWLINES.finditer(text):
+        last = max(last, match.start())
+    return last

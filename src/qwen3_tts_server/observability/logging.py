@@ -56,6 +56,32 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class WebSocketLogFilter(logging.Filter):
+    """uvicorn's own lines about WebSocket handshakes, made safe and true.
+
+    uvicorn logs each handshake's path *with its query string*: a client that put its API key
+    in the URL (which the realtime route refuses) would leave it in the log, so the query is
+    cut off. And uvicorn (0.54, websockets-sansio) logs a handshake refused with an HTTP
+    response (our 401) as the ERROR "ASGI callable returned without completing handshake",
+    although the response went out: that line is kept, at INFO.
+    """
+
+    _REFUSED = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("uvicorn"):
+            return True
+        if '"WebSocket %s"' in str(record.msg) and isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and arg.startswith("/") else arg
+                for arg in record.args
+            )
+        elif record.msg == self._REFUSED and record.levelno == logging.ERROR:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "a WebSocket handshake was refused with an HTTP response"
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, then every `extra` field."""
 
@@ -107,5 +133,6 @@ def configure_logging(level: str, json_logs: bool) -> None:
     handler = _ObservabilityHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_logs else PlainFormatter())
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(WebSocketLogFilter())
     root.addHandler(handler)
     root.setLevel(numeric_level)

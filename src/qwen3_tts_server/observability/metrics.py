@@ -25,7 +25,7 @@ from qwen3_tts_server.errors import ServiceUnavailable
 from qwen3_tts_server.services.runtime import ModelRuntime
 
 #: What a token charge was for; one value per charging route.
-TokenKind = Literal["tts", "batchtts", "clonevoice", "designvoice"]
+TokenKind = Literal["tts", "batchtts", "clonevoice", "designvoice", "realtime"]
 
 #: `qwen3_tts_model_state` values, by `ModelRuntime.status`.
 MODEL_STATE = {"loading": 0.0, "ready": 1.0, "failed": -1.0}

@@ -43,13 +43,16 @@ class Order:
     """What a call asked for, known before the model runs (one text, or a batch's texts)."""
 
     user_id: int
-    voice_id: int
+    voice_id: int | None  # None: a preset speaker
     format: str
     media_type: str
     language: str
     temperature: float
     store: bool
     texts: tuple[str, ...]
+    speaker: str | None = None
+    instruct: str = ""
+    speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -298,8 +301,11 @@ class GenerationLedger:
         """One more use of the voice, as one atomic UPDATE (no lost counts between replicas).
 
         A voice deleted while its job ran still gets the use and the job still finishes: it was
-        the caller's voice when the call was accepted, and the audio exists by now.
+        the caller's voice when the call was accepted, and the audio exists by now. A preset
+        speaker has no row to count on.
         """
+        if order.voice_id is None:
+            return
         session.execute(
             update(Voice)
             .where(Voice.id == order.voice_id)

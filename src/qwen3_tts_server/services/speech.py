@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
+from qwen3_tts_server.audio.ffmpeg import MAX_SPEED, MIN_SPEED, change_speed
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import Order
@@ -27,14 +28,19 @@ SENTENCE_PAUSE_S = 0.12
 @dataclass(frozen=True)
 class SpeechRequest:
     """What /tts and /batchtts share, already type-checked by the schema. `temperature` None
-    means the server's default (SAMPLING_TEMPERATURE)."""
+    means the server's default (SAMPLING_TEMPERATURE). The voice is a stored one (`voice_id`)
+    or a preset `speaker`, exactly one; `instruct` asks either to speak a certain way, and
+    `speed` changes the tempo of the finished audio (pitch kept)."""
 
-    voice_id: int
+    voice_id: int | None
     language: str | None
     format: str
     store: bool
     temperature: float | None = None
     seed: int | None = None
+    speaker: str | None = None
+    instruct: str = ""
+    speed: float = 1.0
 
 
 def _format(name: str) -> str:
@@ -80,6 +86,10 @@ class SpeechChecks:
     def _order(
         self, user_id: int, texts: tuple[str, ...], request: SpeechRequest
     ) -> tuple[Order, Sampling]:
+        if (request.voice_id is None) == (request.speaker is None):
+            raise BadRequest("Send exactly one of voice_id (your voice) or speaker (a preset)")
+        if not MIN_SPEED <= request.speed <= MAX_SPEED:
+            raise BadRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
         fmt = _format(request.format)
         sampling = self._settings.sampling(request.temperature, request.seed)
         order = Order(
@@ -91,6 +101,9 @@ class SpeechChecks:
             temperature=sampling.temperature,
             store=request.store,
             texts=texts,
+            speaker=request.speaker,
+            instruct=request.instruct.strip(),
+            speed=request.speed,
         )
         return order, sampling
 
@@ -112,7 +125,10 @@ def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
     return Audio(np.concatenate(pieces), rate)
 
 
-def encode_texts(per_text: Sequence[Sequence[Audio]], fmt: str) -> list[tuple[Audio, bytes]]:
-    """Each text's sentences joined, then encoded: (audio, file bytes) per text."""
-    joined = [join_sentences(parts) for parts in per_text]
+def encode_texts(
+    per_text: Sequence[Sequence[Audio]], fmt: str, speed: float = 1.0
+) -> list[tuple[Audio, bytes]]:
+    """Each text's sentences joined, its tempo changed to `speed`, then encoded: (audio, file
+    bytes) per text."""
+    joined = [change_speed(join_sentences(parts), speed) for parts in per_text]
     return [(audio, encode(audio, fmt)) for audio in joined]

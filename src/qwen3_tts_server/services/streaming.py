@@ -41,7 +41,7 @@ import anyio
 import numpy as np
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
-from qwen3_tts_server.engine.base import SynthItem
+from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.engine.jobs import AudioPiece
 from qwen3_tts_server.engine.scheduler import AudioStream
 from qwen3_tts_server.errors import BadRequest
@@ -145,6 +145,11 @@ class SpeechStream:
                 if piece.index != chunk:  # a new sentence chunk: the pause /tts puts between
                     chunk = piece.index
                     samples = np.concatenate([pause, samples])
+                if self._order.speed != 1.0:  # each piece at the asked tempo, as it is sent
+                    stretched = await in_thread(
+                        change_speed, Audio(samples, self.sample_rate), self._order.speed
+                    )
+                    samples = stretched.samples
                 sent.append(samples)
                 data = await in_thread(encode, Audio(samples, self.sample_rate), "pcm")
                 self._meter.sent(piece.index, samples.size / self.sample_rate)
@@ -238,12 +243,12 @@ class StreamingService:
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
         [text] = order.texts
-        hold, prompt = await in_thread(synthesis.prepare, order, "stream", len(text))
+        hold, voicing = await in_thread(synthesis.prepare, order, "stream", len(text))
         try:
             model = self._runtime.loaded()
             chunks = synthesis.sentences(text)
             meter = DeliveryMeter(text, chunks)
-            items = [SynthItem(chunk, order.language, prompt) for chunk in chunks]
+            items = [voicing.item(chunk, order.language) for chunk in chunks]
             generation_id = await in_thread(self._ledger.open, order)
         except BaseException as error:
             await self._ledger.settle_failure(order, hold, error)

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
@@ -29,9 +28,11 @@ from qwen3_tts_server.services.generations import GenerationLedger, Order, Outco
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
+from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
 from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.services.voices import VoiceService
+from qwen3_tts_server.services.voicing import Voicing, stored_voice
 from qwen3_tts_server.values import Audio, FinishReason, Sampling
 
 
@@ -81,6 +82,7 @@ class SynthesisService:
         quotas: Quotas,
         policy: billing.DiscountPolicy,
         chunk_max_chars: int,
+        speakers: SpeakerService,
     ) -> None:
         self.checks = checks
         self._sessions = sessions
@@ -90,25 +92,39 @@ class SynthesisService:
         self._quotas = quotas
         self._policy = policy
         self._chunk_max_chars = chunk_max_chars
+        self._speakers = speakers
 
-    def prepare(self, order: Order, purpose: str, tokens: int) -> tuple[Hold, bytes]:
-        """What needs the database before any work: the caller's voice (404), then the
-        reservation of `tokens` (402). Returns the hold and the voice prompt."""
+    def voicing(self, order: Order) -> Voicing:
+        """How the order's voice speaks (services/voicing.py): the caller's own voice (404
+        otherwise) or a preset speaker the model has (400, 503), with instructions only where
+        they can be followed (400)."""
+        if order.speaker is not None:
+            return self._speakers.preset(order.speaker, order.instruct)
+        assert order.voice_id is not None  # SpeechChecks: a voice or a speaker
         with self._sessions() as session:
-            prompt = VoiceService.owned(session, order.user_id, order.voice_id).prompt
-        return self._quotas.reserve(order.user_id, purpose, Amounts(tokens=tokens)), prompt
+            voice = VoiceService.owned(session, order.user_id, order.voice_id)
+            info = self._runtime.loaded().info if order.instruct else None
+            return stored_voice(
+                voice.name, voice.kind, voice.prompt, voice.description, order.instruct, info
+            )
+
+    def prepare(self, order: Order, purpose: str, tokens: int) -> tuple[Hold, Voicing]:
+        """What needs the database before any work: the voice (`voicing`), then the
+        reservation of `tokens` (402). Returns the hold and the voicing."""
+        voicing = self.voicing(order)
+        return self._quotas.reserve(order.user_id, purpose, Amounts(tokens=tokens)), voicing
 
     def sentences(self, text: str) -> list[str]:
         """How a text is cut for the model (CHUNK_MAX_CHARS), for every path alike."""
         return split_text(text, self._chunk_max_chars)
 
     async def _speak(
-        self, order: Order, prompt: bytes, sampling: Sampling
+        self, order: Order, voicing: Voicing, sampling: Sampling
     ) -> tuple[list[list[Audio]], list[FinishReason], Timing]:
         """Every text of the order, each split into sentences, in one scheduler job: the
         sentences' audio and one finish reason per text."""
         chunks = [self.sentences(text) for text in order.texts]
-        items = [SynthItem(chunk, order.language, prompt) for parts in chunks for chunk in parts]
+        items = [voicing.item(chunk, order.language) for parts in chunks for chunk in parts]
         result = await self._runtime.loaded().speak(items, sampling, order.user_id)
         per_text: list[list[Audio]] = []
         reasons: list[FinishReason] = []
@@ -123,10 +139,10 @@ class SynthesisService:
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
         order, sampling = self.checks.single(user_id, text, request)
         [text] = order.texts
-        hold, prompt = await in_thread(self.prepare, order, "tts", len(text))
+        hold, voicing = await in_thread(self.prepare, order, "tts", len(text))
         try:
-            per_text, [reason], timing = await self._speak(order, prompt, sampling)
-            [(audio, data)] = await in_thread(encode_texts, per_text, order.format)
+            per_text, [reason], timing = await self._speak(order, voicing, sampling)
+            [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
             outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
             receipt = await in_thread(self._ledger.settle, order, outcome, hold)
         except BaseException as error:
@@ -152,10 +168,10 @@ class SynthesisService:
         chars = sum(len(text) for text in order.texts)
         discount = await in_thread(self._discount)
         price = billing.batch_tokens(chars, discount)
-        hold, prompt = await in_thread(self.prepare, order, "batch", price)
+        hold, voicing = await in_thread(self.prepare, order, "batch", price)
         try:
-            per_text, reasons, timing = await self._speak(order, prompt, sampling)
-            encoded = await in_thread(encode_texts, per_text, order.format)
+            per_text, reasons, timing = await self._speak(order, voicing, sampling)
+            encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
             spoken = [
                 Spoken(data, audio.duration_s, reason)
                 for (audio, data), reason in zip(encoded, reasons, strict=True)

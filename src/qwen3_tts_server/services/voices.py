@@ -260,15 +260,19 @@ class VoiceService:
             raise NotFound("Voice not found")
         return voice
 
-    def resolve(self, user_id: int, reference: str) -> int:
-        """A voice named by id ("12", "voice:12") or by name (newest live voice of that name,
-        case-insensitive), as OpenAI-style clients name voices by a string."""
+    def find(self, user_id: int, reference: str) -> int | None:
+        """The caller's voice named by id ("12", "voice:12") or by name (the newest live voice
+        of that name, case-insensitive), as OpenAI-style clients name voices by a string; None
+        when no voice of theirs answers to it. An id comes first, so a voice named "7" is found
+        by its name unless the caller also owns the voice whose id is 7."""
         wanted = reference.strip().removeprefix("voice:")
         with self._sessions() as session:
             # ASCII only: str.isdigit() also accepts "²" or "①", which int() then refuses.
             if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
-                return self.owned(session, user_id, int(wanted)).id
-            voice_id = session.scalar(
+                voice = session.get(Voice, int(wanted))
+                if voice and voice.user_id == user_id and voice.deleted_at is None:
+                    return voice.id
+            voice_id: int | None = session.scalar(
                 select(Voice.id)
                 .where(
                     Voice.user_id == user_id,
@@ -278,8 +282,6 @@ class VoiceService:
                 .order_by(Voice.created_at.desc(), Voice.id.desc())
                 .limit(1)
             )
-        if voice_id is None:
-            raise NotFound(f"Voice not found: no voice of yours has the id or name {reference!r}")
         return voice_id
 
     def get(self, user_id: int, voice_id: int) -> VoiceView:
