@@ -214,3 +214,14 @@ class RecordingEngine:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def error_text(response: Any) -> str:
+    """An error response's message, in the shape its path promises: OpenAI's
+    `{"error": {"message", ...}}` below /v1, `{"detail": ...}` everywhere else."""
+    body = response.json()
+    if response.request.url.path.startswith("/v1/"):
+        assert set(body) == {"error"} and body["error"]["message"], body
+        return str(body["error"]["message"])
+    assert body["detail"], body
+    return str(body["detail"])

@@ -27,7 +27,7 @@ from quotakit import (
     race,
     totals,
 )
-from support import AppFactory, admin_headers
+from support import AppFactory, admin_headers, error_text
 
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.qwen import QwenEngine
@@ -50,7 +50,7 @@ def _assert_one_winner(responses: list[httpx.Response], call: PaidCall) -> None:
     assert statuses == [200] + [402] * (RACERS - 1), [r.text[:200] for r in responses]
     for response in responses:
         if response.status_code == 402:
-            detail = response.json()["detail"]
+            detail = error_text(response)
             assert f"this call needs {call.tokens} tokens" in detail, detail
 
 
