@@ -44,9 +44,10 @@ from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
 from qwen3_tts_server.engine.base import EngineInfo, Item, SynthItem
 from qwen3_tts_server.engine.loop import LoopConfig
-from qwen3_tts_server.engine.qwen import QwenEngine, generate_kwargs
+from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.engine.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.stock_args import generate_kwargs
 from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 

@@ -240,7 +240,7 @@ def make_tiny(
 @models_app.command("list")
 def models_list() -> None:
     """Show which configured models are present in MODELS_DIR."""
-    from qwen3_tts_server.engine.qwen import is_complete_model_dir
+    from qwen3_tts_server.engine.model_files import is_complete_model_dir
     from qwen3_tts_server.wiring import model_dirs
 
     settings = _settings()

@@ -12,12 +12,8 @@ from pathlib import Path
 from qwen3_tts_server.composition import EngineLoader
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.engine.qwen import (
-    ModelPaths,
-    QwenEngine,
-    local_model_dir,
-    resolve_model_paths,
-)
+from qwen3_tts_server.engine.model_files import ModelPaths, local_model_dir, resolve_model_paths
+from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.threads import apply_torch_threads
 

@@ -9,12 +9,11 @@ its texts (see bounds.py). Not thread-safe, like the model under it: the schedul
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import (
-    LANGUAGES,
     Audio,
     CustomItem,
     DesignItem,
@@ -38,7 +36,14 @@ from qwen3_tts_server.engine.base import (
 from qwen3_tts_server.engine.bounds import HARD_CAP, max_new_tokens_for_batch
 from qwen3_tts_server.engine.compat import import_qwen_tts
 from qwen3_tts_server.engine.linear import pick_dtype
+from qwen3_tts_server.engine.model_files import FIX_HINT, is_complete_model_dir
 from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
+from qwen3_tts_server.engine.stock_args import (
+    as_invalid_input,
+    checked_text,
+    generate_kwargs,
+    qwen_language,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,6 @@ log = logging.getLogger(__name__)
 TINY_MARKER = "qwen3_tts_server_tiny_seed"
 #: Shorter references make the codec's and speaker encoder's convolutions fail.
 MIN_PROMPT_SECONDS = 0.5
-_FIX_HINT = (
-    "set MODELS_DIR to a directory that holds the models, run `qwen3-tts-server models "
-    "download`, or run `make demo` for the offline tiny models"
-)
 _MISSING = {
     "custom_voice": "preset speakers need the CustomVoice model; set MODEL_CUSTOM_REPO "
     "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice)",
@@ -73,93 +74,6 @@ class StockCall:
     ref_codes: list[torch.Tensor | None]
 
 
-@dataclass(frozen=True)
-class ModelPaths:
-    """Local directories of the three model variants (each a Hugging Face repo snapshot)."""
-
-    base: Path
-    voice_design: Path | None = None
-    custom_voice: Path | None = None
-
-
-def is_complete_model_dir(path: Path) -> bool:
-    """Configs and weights of both the model and its speech tokenizer: an interrupted download
-    is never taken for a model."""
-    speech = path / "speech_tokenizer"
-    return (
-        (path / "config.json").is_file()
-        and (speech / "config.json").is_file()
-        and any(path.glob("*.safetensors"))
-        and any(speech.glob("*.safetensors"))
-    )
-
-
-def local_model_dir(models_dir: Path, repo: str) -> Path:
-    """Where a repo lives: itself when it names a local model directory, else models_dir/<name>."""
-    as_path = Path(repo).expanduser()
-    if as_path.is_dir() and is_complete_model_dir(as_path):
-        return as_path
-    return models_dir / repo.rstrip("/").rsplit("/", 1)[-1]
-
-
-def resolve_model_paths(
-    models_dir: str | Path,
-    *,
-    base_repo: str,
-    voice_design_repo: str | None = None,
-    custom_voice_repo: str | None = None,
-    allow_download: bool = False,
-    hf_token: str | None = None,
-) -> ModelPaths:
-    """Local paths of the configured models, downloading missing ones when allowed.
-
-    A repo id such as "Qwen/Qwen3-TTS-12Hz-1.7B-Base" lives in models_dir/Qwen3-TTS-12Hz-1.7B-Base;
-    a blank or None optional repo is simply not loaded. Raises ModelsMissing naming every missing
-    model and what to do about it.
-    """
-    root = Path(models_dir).expanduser()
-    wanted = {
-        "base": base_repo,
-        "voice_design": voice_design_repo,
-        "custom_voice": custom_voice_repo,
-    }
-    found: dict[str, Path] = {}
-    problems: list[str] = []
-    for role, repo in wanted.items():
-        if not repo or not repo.strip():
-            continue
-        path = local_model_dir(root, repo.strip())
-        if not is_complete_model_dir(path):
-            if not allow_download:
-                problems.append(f"{repo} is not in {path} (downloads are disabled)")
-                continue
-            try:
-                _download(repo.strip(), path, hf_token)
-            except Exception as exc:  # network, auth, disk: all end in the same advice
-                reason = str(exc).strip().rstrip(".")
-                problems.append(f"{repo} could not be downloaded to {path}: {reason}")
-                continue
-            if not is_complete_model_dir(path):
-                problems.append(f"{repo} was downloaded to {path} but is incomplete")
-                continue
-        found[role] = path
-    if problems:
-        raise ModelsMissing("models missing: " + "; ".join(problems) + ". To fix: " + _FIX_HINT)
-    return ModelPaths(
-        base=found["base"],
-        voice_design=found.get("voice_design"),
-        custom_voice=found.get("custom_voice"),
-    )
-
-
-def _download(repo: str, path: Path, token: str | None) -> None:
-    from huggingface_hub import snapshot_download
-
-    log.info("downloading %s to %s", repo, path)
-    path.mkdir(parents=True, exist_ok=True)
-    snapshot_download(repo_id=repo, local_dir=str(path), token=token)
-
-
 def _pick_device(device: str) -> str:
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -170,39 +84,6 @@ def _pick_attention(device: str) -> str:
     if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
-
-
-def _qwen_language(language: str) -> str:
-    name = language.strip().lower()
-    if name not in LANGUAGES:
-        raise InvalidInput(f"unsupported language {language!r}; valid: {', '.join(LANGUAGES)}")
-    return "Auto" if name == "auto" else name
-
-
-def _checked_text(text: str) -> str:
-    if not text.strip():
-        raise InvalidInput("text must not be blank")
-    return text
-
-
-def generate_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
-    """qwen-tts kwargs; sampling applies to the talker and the sub-talker alike.
-
-    temperature <= 0 means greedy decoding (HF rejects a zero temperature).
-    """
-    greedy = sampling.temperature <= 0
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": not greedy,
-        "subtalker_dosample": not greedy,
-        "repetition_penalty": sampling.repetition_penalty,
-    }
-    if not greedy:
-        for prefix in ("", "subtalker_"):
-            kwargs[f"{prefix}temperature"] = sampling.temperature
-            kwargs[f"{prefix}top_k"] = sampling.top_k
-            kwargs[f"{prefix}top_p"] = sampling.top_p
-    return kwargs
 
 
 class QwenEngine:
@@ -277,9 +158,7 @@ class QwenEngine:
             if path is None:
                 return None
             if not is_complete_model_dir(Path(path)):
-                raise ModelsMissing(
-                    f"{path} is not a complete model directory. To fix: {_FIX_HINT}"
-                )
+                raise ModelsMissing(f"{path} is not a complete model directory. To fix: {FIX_HINT}")
             started = time.perf_counter()
             model = qwen_tts.Qwen3TTSModel.from_pretrained(
                 str(path),
@@ -406,8 +285,8 @@ class QwenEngine:
         kinds = {type(item) for item in items}
         if len(kinds) != 1:
             raise ValueError("items of one model call must be of one kind")
-        texts = [_checked_text(item.text) for item in items]
-        languages = [_qwen_language(item.language) for item in items]
+        texts = [checked_text(item.text) for item in items]
+        languages = [qwen_language(item.language) for item in items]
         first = items[0]
         if isinstance(first, SynthItem):
             prompts = [self._decode_prompt(item.prompt) for item in items]  # type: ignore[union-attr]
@@ -515,16 +394,6 @@ class QwenEngine:
         return [
             Audio(np.asarray(wav, dtype=np.float32).reshape(-1), int(sample_rate)) for wav in wavs
         ]
-
-
-@contextlib.contextmanager
-def as_invalid_input() -> Iterator[None]:
-    """qwen-tts reports bad inputs as ValueError (or NotImplementedError deep in generate)."""
-    try:
-        yield
-    except (ValueError, NotImplementedError) as exc:
-        lines = str(exc).strip().splitlines()
-        raise InvalidInput(lines[-1] if lines else type(exc).__name__) from exc
 
 
 def _pad_with_eos(model: Any) -> None:

@@ -38,8 +38,9 @@ from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.layers import KV, DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
 from qwen3_tts_server.engine.predictor import EagerPasses, PredictorGraphs
-from qwen3_tts_server.engine.qwen import QwenEngine, as_invalid_input, generate_kwargs
+from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.sampler import SlotSampler, TalkerRules
+from qwen3_tts_server.engine.stock_args import as_invalid_input, generate_kwargs
 from qwen3_tts_server.values import Audio, Sampling
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ import torch
 
 from qwen3_tts_server.engine.compat import import_qwen_tts
 from qwen3_tts_server.engine.dims import PRESETS, TINY, ModelDims
-from qwen3_tts_server.engine.qwen import TINY_MARKER, ModelPaths, is_complete_model_dir
+from qwen3_tts_server.engine.model_files import ModelPaths, is_complete_model_dir
+from qwen3_tts_server.engine.qwen import TINY_MARKER
 from qwen3_tts_server.engine.tiny_text import build_text_tokenizer
 
 VARIANTS = TINY.variants
