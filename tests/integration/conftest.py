@@ -20,6 +20,8 @@ from support import AppFactory, make_settings, unavailable
 from qwen3_tts_server.app import EngineLoader, create_app
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.http_server import server_config
 
 
@@ -131,3 +133,23 @@ def postgres_server() -> Iterator[str]:
 def postgres_url(postgres_server: str) -> str:
     """A fresh, empty database for one test."""
     return new_database(postgres_server)
+
+
+@pytest.fixture
+def make_replica(
+    make_client: AppFactory, postgres_url: str, tmp_path: Path, tiny_models_dir: Path
+) -> Callable[[str], TestClient]:
+    """Replicas of one deployment: each its own app, scheduler and model on the Base model, all
+    on one PostgreSQL database and one shared MEDIA_DIR; `make_replica(name)` starts one."""
+
+    def replica(name: str) -> TestClient:
+        stock = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
+        engine = StepEngine(stock)
+        return make_client(
+            load_engine=lambda: engine,
+            data_dir=tmp_path / name,
+            database_url=postgres_url,
+            media_dir=tmp_path / "shared-media",
+        )
+
+    return replica

@@ -10,6 +10,7 @@ user's running totals must end equal to what /usage derives from the rows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,8 +31,6 @@ from quotakit import (
 from support import AppFactory, admin_headers, error_text
 
 from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
 
 RACERS = 6
 
@@ -89,26 +88,12 @@ REPLICATED = [call for call in PAID_CALLS if call.name in ("tts", "stream", "bat
 
 @pytest.mark.parametrize("call", REPLICATED, ids=[call.name for call in REPLICATED])
 def test_racing_calls_on_two_postgresql_replicas_never_pass_the_quota(
-    make_client: AppFactory,
-    postgres_url: str,
-    tmp_path: Path,
-    tiny_models_dir: Path,
-    call: PaidCall,
+    make_replica: Callable[[str], TestClient], postgres_url: str, call: PaidCall
 ) -> None:
     """The same race, spread over two replicas (each its own app, scheduler and model) on one
     PostgreSQL database: the conditional UPDATE is what serialises them."""
 
-    def replica(name: str) -> TestClient:
-        stock = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
-        engine = StepEngine(stock)
-        return make_client(
-            load_engine=lambda: engine,
-            data_dir=tmp_path / name,
-            database_url=postgres_url,
-            media_dir=tmp_path / "shared-media",
-        )
-
-    first, second = replica("a"), replica("b")
+    first, second = make_replica("a"), make_replica("b")
     setup_tokens = len(TRANSCRIPT) if call.needs_voice else 0
     quota = setup_tokens + 2 * call.tokens - 1
     user_id, headers = limited_user(first, quota)

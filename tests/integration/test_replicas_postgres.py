@@ -7,6 +7,7 @@ loaded again, as a second process would); they share only the database and MEDIA
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,6 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from support import AppFactory, admin_headers, clone_voice, new_user_key
-
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
 
 
 @pytest.fixture
@@ -91,19 +89,9 @@ def test_keys_revocation_and_usage_are_shared(replicas: tuple[TestClient, TestCl
 
 
 def test_voices_generations_and_batch_price_are_shared(
-    make_client: AppFactory, postgres_url: str, tmp_path: Path, tiny_models_dir: Path
+    make_replica: Callable[[str], TestClient], postgres_url: str
 ) -> None:
-    def replica(name: str) -> TestClient:
-        stock = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
-        engine = StepEngine(stock)
-        return make_client(
-            load_engine=lambda: engine,
-            data_dir=tmp_path / name,
-            database_url=postgres_url,
-            media_dir=tmp_path / "shared-media",
-        )
-
-    first, second = replica("a"), replica("b")
+    first, second = make_replica("a"), make_replica("b")
     _, headers = new_user_key(first)
     voice_id = clone_voice(first, headers)
     assert second.get(f"/voices/{voice_id}/sample", headers=headers).status_code == 200
