@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
 from qwen3_tts_server import __version__
 from qwen3_tts_server.api import (
@@ -95,6 +96,23 @@ def _typed_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+#: Failures that are outages, neither bugs nor the client's doing: 503 with a detail that says
+#: to retry, and no internals (a database error's text holds its SQL).
+_DATABASE_DOWN = "The database is unavailable; try again shortly"
+_OUTAGES: list[tuple[type[Exception], str]] = [
+    (OperationalError, _DATABASE_DOWN),
+    (InterfaceError, _DATABASE_DOWN),
+    (InternalError, _DATABASE_DOWN),
+    (MemoryError, "The server ran out of memory for this call; try again later"),
+]
+
+
+def _outage(request: Request, exc: Exception) -> JSONResponse:
+    log.error("outage on %s %s: %r", request.method, request.url.path, exc)
+    detail = next(text for kind, text in _OUTAGES if isinstance(exc, kind))
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
+
 def _validation_error(_request: Request, exc: Exception) -> Response:
     """FastAPI's 422 body, but ASCII-escaped: the echoed input may hold characters (unpaired
     surrogates) that cannot be encoded as UTF-8, and that must not turn a 422 into a 500."""
@@ -152,6 +170,8 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for kind, _status in _ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
+    for kind, _detail in _OUTAGES:
+        app.add_exception_handler(kind, _outage)
     app.add_exception_handler(Exception, _unexpected)
     # Last, so it is the outermost middleware and also stamps the responses that inner
     # middleware answers on its own (413, CORS preflight).

@@ -56,6 +56,7 @@ def _run(settings: Settings) -> None:
 
     from qwen3_tts_server.app import create_app
     from qwen3_tts_server.engine.base import ModelsMissing
+    from qwen3_tts_server.http_server import server_config
     from qwen3_tts_server.observability import configure_logging
     from qwen3_tts_server.wiring import engine_loader
 
@@ -64,13 +65,7 @@ def _run(settings: Settings) -> None:
         loader = engine_loader(settings)
     except ModelsMissing as missing:
         _fail(str(missing), code=3)
-    uvicorn.run(
-        create_app(settings, loader),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    uvicorn.Server(server_config(create_app(settings, loader), settings)).run()
 
 
 @app.command()

@@ -21,6 +21,7 @@ from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.billing import DiscountPolicy
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Limits, Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.speech import SpeechChecks
 from qwen3_tts_server.services.streaming import StreamingService
@@ -31,9 +32,6 @@ from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.storage.blobs import BlobStore
 
 EngineLoader = Callable[[], Engine]
-
-#: Open streams younger than this are left alone at start-up: another replica may run them.
-MIN_STREAM_GRACE = timedelta(hours=1)
 
 
 def no_engine() -> Engine:
@@ -69,18 +67,26 @@ def build_context(
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
     policy = DiscountPolicy.from_settings(settings)
     ledger = GenerationLedger(sessions, media, policy)
+    quotas = Quotas(sessions, Limits.from_settings(settings))
     synthesis = SynthesisService(
-        SpeechChecks(settings), sessions, media, runtime, ledger, policy, settings.chunk_max_chars
+        SpeechChecks(settings),
+        sessions,
+        media,
+        runtime,
+        ledger,
+        quotas,
+        policy,
+        settings.chunk_max_chars,
     )
-    stream_grace = max(MIN_STREAM_GRACE, timedelta(seconds=2 * settings.job_timeout_s))
+    recovery_grace = timedelta(seconds=settings.resolved_recovery_grace_s)
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
-        system=SystemService(db, runtime, ledger, stream_grace),
+        system=SystemService(db, runtime, ledger, media, quotas, recovery_grace),
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),
-        voices=VoiceService(settings, sessions, media, runtime),
+        voices=VoiceService(settings, sessions, media, runtime, quotas),
         synthesis=synthesis,
         streaming=StreamingService(runtime, synthesis, ledger),
         metrics=metrics,

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     batch_discount_ewma_alpha: float = Field(0.10, gt=0, le=1)
 
     #: Sampling for every call that does not choose its own (defaults stated once, in Sampling).
-    sampling_temperature: float = Field(Sampling.temperature, gt=0, le=2)
+    sampling_temperature: float = Field(Sampling.temperature, ge=0.01, le=2)  # as requests
     sampling_top_k: int = Field(Sampling.top_k, ge=1)
     sampling_top_p: float = Field(Sampling.top_p, gt=0, le=1)
     sampling_repetition_penalty: float = Field(Sampling.repetition_penalty, gt=0)
@@ -87,7 +87,25 @@ class Settings(BaseSettings):
     min_ref_seconds: float = Field(1.0, gt=0)
     max_ref_seconds: float = Field(60.0, gt=0)
 
+    #: Per-user limits on reference audio (clone uploads and designed references of live
+    #: voices) and on live voices, and the least a clone is charged (see README, Accounting).
+    max_user_storage_bytes: int = Field(200 * 1024 * 1024, ge=0)
+    max_user_voices: int = Field(50, ge=0)
+    clone_min_tokens: int = Field(20, ge=0)
+
     cors_origins: str = "*"
+
+    #: HTTP edge (http_server.py): the request head's size cap and how long a client may take
+    #: to send its head and its body before the connection is answered 408 and closed.
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    header_timeout_s: float = Field(15.0, gt=0)
+    body_timeout_s: float = Field(120.0, gt=0)
+
+    #: Crash recovery leaves alone rows and files younger than this, and repeats this often:
+    #: with several replicas sharing one database and MEDIA_DIR, they may be another replica's
+    #: work in progress. Unset: an hour, or twice JOB_TIMEOUT_S if longer. One server alone
+    #: may set 0 (everything is settled at start, nothing repeats).
+    recovery_grace_s: float | None = Field(None, ge=0)
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")
     @classmethod
@@ -114,6 +132,12 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'db.sqlite3'}"
+
+    @property
+    def resolved_recovery_grace_s(self) -> float:
+        if self.recovery_grace_s is not None:
+            return self.recovery_grace_s
+        return max(3600.0, 2 * self.job_timeout_s)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -38,5 +38,11 @@ class QuotaExceeded(ApiError):
     status_code = 402
 
 
+class StorageExceeded(ApiError):
+    """A per-user storage limit would be passed (the upload does not fit the room left)."""
+
+    status_code = 413
+
+
 class ServiceUnavailable(ApiError):
     status_code = 503

@@ -138,6 +138,9 @@ class VoiceDetailOut(VoiceOut):
 
 # -- synthesis -----------------------------------------------------------------------------------
 MAX_SEED = 2**31 - 1
+#: Below this the sampler divides logits into infinities (1e-40 made torch fail); 0.01 is
+#: already as good as greedy.
+MIN_TEMPERATURE = 0.01
 
 
 class TTSRequest(BaseModel):
@@ -154,7 +157,7 @@ class TTSRequest(BaseModel):
     language: Text = Field("auto", examples=["English"])
     temperature: float | None = Field(
         None,
-        gt=0.0,
+        ge=MIN_TEMPERATURE,
         le=2.0,
         description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
     )

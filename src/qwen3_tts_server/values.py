@@ -49,8 +49,9 @@ class Sampling:
 class GenerationStatus(StrEnum):
     """Where a generation or batch row stands; stored as its string value.
 
-    Only `OK` rows are counted and charged. `STREAMING` is a stream still sending audio;
-    `INTERRUPTED` is a stream the server stopped without settling (a crash, found at start-up).
+    `OK` rows are counted and charged, and so is a `CANCELLED` stream for the audio it was sent
+    before the client left. `STREAMING` is a stream still sending audio; `INTERRUPTED` is a
+    stream the server stopped without settling (a crash, found at start-up).
     """
 
     OK = "ok"

@@ -18,7 +18,9 @@ from postgres import local_cluster, new_database
 from support import AppFactory, make_settings, unavailable
 
 from qwen3_tts_server.app import EngineLoader, create_app
+from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+from qwen3_tts_server.http_server import server_config
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,13 +75,14 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn on a real loopback port in a thread, for tests that use real clients (curl)."""
+    """The server as `serve` runs it (uvicorn with http_server's protocol) on a real loopback
+    port in a thread, for tests that use real clients (curl, raw sockets)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        local = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
+        self.server = uvicorn.Server(server_config(app, local, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -108,7 +111,7 @@ class LiveServer:
 def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
     def start(load_engine: EngineLoader = no_model, **overrides: Any) -> LiveServer:
         settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        return LiveServer(create_app(settings, load_engine))
+        return LiveServer(create_app(settings, load_engine), settings)
 
     return start
 

@@ -44,6 +44,7 @@ class ScriptedEngine:
         self.hold = hold
         self.fail = fail
         self.calls = 0
+        self.outputs: list[list[int]] = []
         self.holding = threading.Event()
         self.proceed = threading.Event()
 

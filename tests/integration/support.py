@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -166,3 +167,28 @@ def run_seed_flow(base_url: str, admin_token: str, work: Path) -> None:
     assert usage["tts_calls"] == 2 and usage["batch_calls"] == 1
     assert usage["tokens_used_tts"] == 26 + len("Keep this one.")
     assert usage["tokens_used_voices"] == len("The quick, brown fox jumped over the lazy dog")
+
+
+def media_files(data_dir: Path) -> set[str]:
+    """Every file under the media folder, relative to the blob root."""
+    root = data_dir / "media" / "blobs"
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+
+
+def referenced_blob_files(data_dir: Path) -> set[str]:
+    """The files the database says must exist: blobs a voice or a generation names."""
+    with sqlite3.connect(data_dir / "db.sqlite3") as db:
+        keys = [
+            row[0]
+            for row in db.execute(
+                "SELECT sha256 FROM audio_blobs WHERE sha256 IN "
+                "(SELECT ref_audio_sha256 FROM voices UNION SELECT audio_sha256 FROM generations)"
+            )
+        ]
+    return {f"{key[:2]}/{key[2:4]}/{key}" for key in keys}
+
+
+def assert_no_orphans(data_dir: Path) -> None:
+    """Every file is a referenced blob, and every referenced blob has its file."""
+    files, referenced = media_files(data_dir), referenced_blob_files(data_dir)
+    assert files == referenced, f"orphans: {files - referenced}, missing: {referenced - files}"

@@ -156,7 +156,8 @@ def test_cli_user_and_invite_give_a_working_key_with_quota_and_usage(
     invite = cli_json("admin", "invite", "1", "--hours", "2")
     assert invite["expires_hours"] == 2 and len(invite["invite_code"]) >= 16
 
-    client = make_client(data_dir=data_dir, hmac_secret=HMAC_SECRET)
+    # No clone minimum here, so that a 4-character transcript costs 4 tokens.
+    client = make_client(data_dir=data_dir, hmac_secret=HMAC_SECRET, clone_min_tokens=0)
     api_key = exchange(client, invite["invite_code"])
     usage = client.get("/usage", headers=bearer(api_key))
     assert usage.status_code == 200 and usage.json()["tokens_used_total"] == 0

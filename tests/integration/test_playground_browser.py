@@ -54,7 +54,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[LiveServer]:
     settings = make_settings(tmp_path_factory.mktemp("browser") / "data")
-    with LiveServer(create_app(settings, lambda: engine)) as live:
+    with LiveServer(create_app(settings, lambda: engine), settings) as live:
         live.wait_ready()
         yield live
 

@@ -107,7 +107,7 @@ def test_first_audio_arrives_while_the_rest_is_still_being_synthesised(
         assert http.get("/usage", headers=headers).json()["tts_calls"] == 1
 
 
-def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
+def test_client_leaving_mid_stream_pays_for_what_it_was_sent_and_withdraws_queued_work(
     live_server: Callable[..., LiveServer],
     scripted: Callable[..., ScriptedEngine],
     tmp_path: Path,
@@ -125,9 +125,12 @@ def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
             received = response.iter_raw()
             assert next(received)
             assert held.holding.wait(30)
-        # Closed with the second chunk being admitted and three more queued.
+        # Closed with the second chunk being admitted and three more queued: the first chunk's
+        # audio was sent, so it is charged (the stream-billing rule); the rest is released.
         row = wait_until_settled(tmp_path, generation_id)
-        assert row["status"] == "cancelled" and row["tokens_used"] == 0
+        first_chunk = TEXT.index(" The second")
+        assert row["status"] == "cancelled" and row["tokens_used"] == first_chunk
+        assert row["audio_seconds"] > 0
         held.proceed.set()  # the loop goes on and withdraws the job between two steps
         deadline = time.monotonic() + 30
         while scheduler.stats.jobs_cancelled == 0:
@@ -135,7 +138,8 @@ def test_client_leaving_mid_stream_cancels_it_free_and_withdraws_queued_work(
             time.sleep(0.02)
         assert scheduler.queue_depth == 0 and scheduler.active == 0
         assert scheduler.stats.finish_reasons["cancelled"] == 1  # the second chunk's slot
-        assert_free(http, headers, voice_id)
+        usage = http.get("/usage", headers=headers).json()
+        assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == first_chunk
     assert held.calls == 2  # the three queued chunks never ran
 
 

@@ -97,3 +97,28 @@ def test_totals_are_per_user_and_count_only_ok_rows(tmp_path: Path) -> None:
         ),
         ids[2]: Usage(),
     }
+
+
+def test_a_stream_left_after_some_audio_counts_as_a_charged_call(tmp_path: Path) -> None:
+    """The stream-billing rule charges a CANCELLED row for what it was sent: that row is a
+    call, its tokens and audio are usage; a cancelled row with nothing sent is not."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    upgrade(engine)
+    with transaction(make_session_factory(engine)) as session:
+        user = User(name="u")
+        session.add(user)
+        session.flush()
+        cancelled = GenerationStatus.CANCELLED
+        session.add_all(
+            [
+                _generation(user.id, 19, 1.5, status=cancelled, error="left"),
+                _generation(user.id, 0, 0.0, status=cancelled, error="left before any audio"),
+                _generation(user.id, 4, 0.5),
+            ]
+        )
+        session.flush()
+        totals = usage_by_user(session, [user.id])[user.id]
+    engine.dispose()
+    assert totals == Usage(
+        tokens_used_total=23, tokens_used_tts=23, tts_calls=2, audio_seconds_total=2.0
+    )

@@ -7,6 +7,7 @@ the API key is the same Bearer key, and `voice` names one of the caller's own vo
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from qwen3_tts_server.api.deps import Context, CurrentUser
 from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
@@ -35,7 +36,7 @@ async def speech(body: OpenAISpeechRequest, caller: CurrentUser, context: Contex
         raise BadRequest("speed other than 1.0 is not supported; resample the audio client-side")
     if body.stream_format == "sse":
         raise BadRequest('stream_format "sse" is not supported; use "audio" or leave it out')
-    voice_id = context.voices.resolve(caller.user_id, body.voice)
+    voice_id = await run_in_threadpool(context.voices.resolve, caller.user_id, body.voice)
     request = SpeechRequest(
         voice_id=voice_id,
         language=body.language,

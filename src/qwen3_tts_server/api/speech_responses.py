@@ -59,7 +59,8 @@ class _StreamedSpeech(StreamingResponse):
     so closing here is what lets the stream settle itself as cancelled and withdraw its queued
     jobs. A failure mid-stream cannot become an error response (the headers are gone): the
     response ends without its final chunk, so the server drops the connection and the client
-    sees an incomplete body, not a short file. Counted in the metrics only once complete.
+    sees an incomplete body, not a short file. Counted in the metrics with what it was charged
+    (all of it once complete; what it was sent when the client left).
     """
 
     def __init__(self, context: AppContext, stream: SpeechStream) -> None:
@@ -84,5 +85,5 @@ class _StreamedSpeech(StreamingResponse):
             log.warning("stream of generation %d ended early: %s", generation_id, error)
         finally:
             await self._stream.close()
-        if self._stream.audio_seconds is not None:
-            _count(self._context, self._stream.tokens_used, self._stream.audio_seconds)
+        if self._stream.charge is not None:
+            _count(self._context, *self._stream.charge)

@@ -23,6 +23,10 @@ from qwen3_tts_server.services.voices import VoiceView
 
 router = APIRouter(tags=["voices"], responses=USER_ERRORS)
 
+#: The longest X-Transcript sent (percent-encoded bytes): proxies refuse response heads past
+#: about 8 KB, and a 2000-character CJK transcript encodes to 18 KB.
+MAX_TRANSCRIPT_HEADER = 4096
+
 
 def _extension_for(media_type: str) -> str:
     return next((f.extension for f in FORMATS.values() if f.media_type == media_type), "bin")
@@ -107,17 +111,20 @@ def get_voice(voice_id: PathId, caller: CurrentUser, context: Context) -> VoiceD
 )
 def get_sample(voice_id: PathId, caller: CurrentUser, context: Context) -> Response:
     """The reference exactly as uploaded, with its real content type. The transcript is in
-    `X-Transcript`, percent-encoded UTF-8 (decode with `urllib.parse.unquote`)."""
+    `X-Transcript`, percent-encoded UTF-8 (decode with `urllib.parse.unquote`), unless it
+    would encode to more than 4096 bytes: then `X-Transcript-Omitted` says so and
+    GET /voices/{voice_id} has it (`ref_text`)."""
     sample = context.voices.sample(caller.user_id, voice_id)
     filename = f"voice_{voice_id}_sample.{_extension_for(sample.media_type)}"
-    return Response(
-        sample.data,
-        media_type=sample.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "X-Transcript": quote(sample.ref_text, safe=""),
-        },
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    transcript = quote(sample.ref_text, safe="")
+    if len(transcript) <= MAX_TRANSCRIPT_HEADER:
+        headers["X-Transcript"] = transcript
+    else:
+        headers["X-Transcript-Omitted"] = (
+            f"too long for a header; read ref_text from GET /voices/{voice_id}"
+        )
+    return Response(sample.data, media_type=sample.media_type, headers=headers)
 
 
 def _delete(voice_id: PathId, caller: CurrentUser, context: Context) -> Status:

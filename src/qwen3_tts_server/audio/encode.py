@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from qwen3_tts_server.audio.errors import UnknownFormat
+from qwen3_tts_server.audio.errors import EncodeFailed, UnknownFormat
 from qwen3_tts_server.audio.ffmpeg import AAC_RATES, encode_aac
 from qwen3_tts_server.audio.resample import resample
 from qwen3_tts_server.values import Audio
@@ -76,12 +76,16 @@ def encode(audio: Audio, fmt: str) -> bytes:
     if spec.container == ADTS:
         return encode_aac(samples, rate)
     buffer = io.BytesIO()
-    sf.write(
-        buffer,
-        samples,
-        rate,
-        format=spec.container,
-        subtype=spec.subtype,
-        endian=spec.endian,
-    )
+    try:
+        sf.write(
+            buffer,
+            samples,
+            rate,
+            format=spec.container,
+            subtype=spec.subtype,
+            endian=spec.endian,
+        )
+    except sf.LibsndfileError as error:
+        reason = error.error_string.removeprefix("Error : ").rstrip(".")
+        raise EncodeFailed(fmt, reason) from error
     return buffer.getvalue()

@@ -75,3 +75,14 @@ class UnknownFormat(AudioError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown audio format {name!r}; use one of: {', '.join(known)}")
+
+
+class EncodeFailed(AudioError):
+    """The codec refused to write this audio in the format asked for (FLAC, for one, holds no
+    rate above 655 350 Hz). The client can ask for another format: not an outage (API: 400)."""
+
+    def __init__(self, fmt: str, reason: str) -> None:
+        super().__init__(
+            f"the audio could not be encoded as {fmt} ({reason}); ask for another format "
+            "(wav or pcm take any audio)"
+        )

@@ -69,6 +69,14 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
+    """A user, with the running totals that quota and storage checks compare against.
+
+    The totals are kept by `services/quota.py` alone, each change a conditional UPDATE of this
+    row, so a check never re-aggregates history and concurrent calls (on any replica) cannot
+    both pass it. `tokens_used` is what was charged, `tokens_reserved` what calls in progress
+    hold; `storage_bytes` and `voice_count` cover live voices (and voices being created).
+    """
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -76,6 +84,26 @@ class User(Base):
     token_quota: Mapped[int | None] = mapped_column(BigInteger)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    tokens_used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tokens_reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    voice_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Reservation(Base):
+    """What one call in progress holds of its user's totals, from before its work starts until
+    it is settled (charged, or released on failure). A row a dead process left behind is
+    released at start-up, so a crash never keeps a user's quota."""
+
+    __tablename__ = "reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # tts | stream | batch | clone | design
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    voices: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class ApiKey(Base):

@@ -1,41 +1,30 @@
-"""What a call costs: tokens (≈ characters), quotas, and the self-calibrated batch discount.
+"""What a call costs: tokens (≈ characters) and the self-calibrated batch discount.
 
 The discount D compares what a batch really cost the model with what the same characters would
 have cost as single requests: D ← EWMA of L_batch / (S · C), clamped, where S is the EWMA of
 single-request latency per character. A batch is charged floor(C · D) with D *as it stood before
 the batch*; its own observation only moves the price of later batches (the original server
 charged each batch by its own latency). The state lives in `runtime_stats`, so every replica on
-one database charges the same price.
+one database charges the same price. Each observation is one insert-on-conflict-update whose
+EWMA is computed by the database on the row as it is then, so concurrent observations (threads
+or replicas, even the very first two) neither collide on the insert nor lose an update.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import Float, Numeric, case, cast, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.db.models import RuntimeStat, User, utcnow
-from qwen3_tts_server.errors import QuotaExceeded
-from qwen3_tts_server.services.usage import usage_for
+from qwen3_tts_server.db.models import RuntimeStat, utcnow
 
 SINGLE_MS_PER_CHAR = "single_latency_per_char_ms"
 BATCH_DISCOUNT = "batch_discount_current"
-
-
-def check_quota(session: Session, user_id: int, tokens: int) -> None:
-    """Refuse work that would take the user past their token quota (none means unlimited)."""
-    user = session.get(User, user_id)
-    if user is None or user.token_quota is None:
-        return
-    quota = user.token_quota
-    used = usage_for(session, user_id).tokens_used_total
-    if used + tokens > quota:
-        raise QuotaExceeded(
-            f"Token quota exceeded: this call needs {tokens} tokens and {max(quota - used, 0)} "
-            f"of your {quota} remain; ask the administrator to raise the quota"
-        )
 
 
 @dataclass(frozen=True)
@@ -58,22 +47,40 @@ class DiscountPolicy:
         return min(self.high, max(self.low, value))
 
 
-def _read(session: Session, key: str) -> RuntimeStat | None:
-    return session.get(RuntimeStat, key, with_for_update=True)
+def _read(session: Session, key: str) -> float | None:
+    value: float | None = session.scalar(select(RuntimeStat.value).where(RuntimeStat.key == key))
+    return value
 
 
-def _write(session: Session, key: str, value: float) -> None:
-    row = session.get(RuntimeStat, key)
-    if row is None:
-        session.add(RuntimeStat(key=key, value=value, updated_at=utcnow()))
-    else:
-        row.value, row.updated_at = value, utcnow()
+#: The insert constructs that know ON CONFLICT, by dialect (the two databases supported).
+_INSERTS: dict[str, Callable[..., Any]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
+
+
+def _fold(session: Session, key: str, first: float, fold: Callable[[Any], Any]) -> None:
+    """Store `first` as the key's value, or, when the row exists (made by anyone, even
+    concurrently), set it to `fold(value as the database has it)`, in one statement."""
+    now = utcnow()
+    insert = _INSERTS[session.get_bind().dialect.name](RuntimeStat)
+    session.execute(
+        insert.values(key=key, value=first, updated_at=now).on_conflict_do_update(
+            index_elements=[RuntimeStat.key],
+            set_={"value": fold(RuntimeStat.value), "updated_at": now},
+        )
+    )
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    """round() in SQL on both databases (PostgreSQL rounds only numeric to given digits)."""
+    return cast(func.round(cast(value, Numeric), digits), Float)
 
 
 def current_discount(session: Session, policy: DiscountPolicy) -> float:
     """The price multiplier a batch starting now pays, rounded to 3 decimals like the original."""
-    row = _read(session, BATCH_DISCOUNT)
-    return round(policy.clamp(row.value if row else policy.default), 3)
+    value = _read(session, BATCH_DISCOUNT)
+    return round(policy.clamp(policy.default if value is None else value), 3)
 
 
 def _milli(discount: float) -> int:
@@ -109,9 +116,8 @@ def observe_single(session: Session, policy: DiscountPolicy, latency_ms: float, 
     if chars <= 0 or latency_ms <= 0:
         return
     observed = latency_ms / chars
-    row = _read(session, SINGLE_MS_PER_CHAR)
-    baseline = observed if row is None else (1 - policy.alpha) * row.value + policy.alpha * observed
-    _write(session, SINGLE_MS_PER_CHAR, baseline)
+    alpha = policy.alpha
+    _fold(session, SINGLE_MS_PER_CHAR, observed, lambda s: (1 - alpha) * s + alpha * observed)
 
 
 def observe_batch(session: Session, policy: DiscountPolicy, latency_ms: float, chars: int) -> None:
@@ -120,10 +126,15 @@ def observe_batch(session: Session, policy: DiscountPolicy, latency_ms: float, c
     `latency_ms` is model time only: time the batch spent queued says nothing about batching.
     """
     single = _read(session, SINGLE_MS_PER_CHAR)
-    if single is None or single.value * chars <= 0 or latency_ms <= 0:
+    if single is None or single * chars <= 0 or latency_ms <= 0:
         return
-    efficiency = policy.clamp(latency_ms / (single.value * chars))
-    row = _read(session, BATCH_DISCOUNT)
-    before = row.value if row else policy.default
-    updated = policy.clamp((1 - policy.alpha) * before + policy.alpha * efficiency)
-    _write(session, BATCH_DISCOUNT, round(updated, 5))
+    efficiency = policy.clamp(latency_ms / (single * chars))
+    alpha, low, high = policy.alpha, policy.low, policy.high
+
+    def moved(before: Any) -> Any:
+        value = (1 - alpha) * before + alpha * efficiency
+        clamped = case((value < low, low), (value > high, high), else_=value)
+        return _rounded(clamped, 5)
+
+    first = round(policy.clamp((1 - alpha) * policy.default + alpha * efficiency), 5)
+    _fold(session, BATCH_DISCOUNT, first, moved)

@@ -4,27 +4,35 @@ Every synthesis path (/tts, a stream, /batchtts) records what it asked for (`Ord
 it ended (`Outcome`) here, and nowhere else; what a success charges, stores and calibrates is
 decided in one place, so the paths cannot drift apart. A row is either made and settled at once
 (`settle`, `settle_batch`) or opened first (`open`, status STREAMING, for a stream whose id
-must be in the response headers) and settled when the stream ends. Only OK rows are charged;
-failed and cancelled ones are kept, free, with their error, for the user's and operator's
-history. Statuses are `values.GenerationStatus`, shared with usage totals and the schema.
+must be in the response headers) and settled when the stream ends. OK rows are charged, and a
+stream the client left is charged for what it was sent (`Outcome.cancelled(..., tokens)`);
+failed rows are kept, free, with their error, for the user's and operator's history. The
+call's reservation (services/quota.py) is settled in the same transaction as its rows, so the
+running totals and the rows never disagree. Statuses are `values.GenerationStatus`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import anyio
 from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from qwen3_tts_server.db.models import Batch, Generation
+from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
-from qwen3_tts_server.services import billing
+from qwen3_tts_server.services import billing, quota
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
-from qwen3_tts_server.services.voices import VoiceService
+from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.values import FinishReason, GenerationStatus
+
+log = logging.getLogger(__name__)
 
 #: What a failed row keeps of its error (messages can be long).
 MAX_ERROR_CHARS = 1000
@@ -53,14 +61,34 @@ class Spoken:
     finish_reason: FinishReason | None = None
 
 
+def describe(error: BaseException | str) -> str:
+    """What a failed row says of its error: the message, never SQL or parameters (a database
+    error's text would repeat the statement, and with it a stored text)."""
+    if isinstance(error, str):
+        return error[:MAX_ERROR_CHARS]
+    if isinstance(error, DBAPIError):
+        text = f"database error: {error.orig}"
+    elif isinstance(error, MemoryError):
+        text = f"out of memory {error}".strip()
+    else:
+        text = str(error) or type(error).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How a call ended. Build with `ok`, `failed` or `cancelled`."""
+    """How a call ended. Build with `ok`, `failed` or `cancelled`.
+
+    `tokens` and `audio_seconds` are those of a cancelled stream's delivered part (the
+    stream-billing rule, services/streaming.py); an OK outcome's come from its items.
+    """
 
     status: GenerationStatus
     items: tuple[Spoken, ...] = ()
     timing: Timing | None = None
     error: str | None = None
+    tokens: int = 0
+    audio_seconds: float = 0.0
 
     @classmethod
     def ok(cls, items: Sequence[Spoken], timing: Timing) -> Outcome:
@@ -68,11 +96,16 @@ class Outcome:
 
     @classmethod
     def failed(cls, error: BaseException | str) -> Outcome:
-        return cls(GenerationStatus.ERROR, error=str(error)[:MAX_ERROR_CHARS])
+        return cls(GenerationStatus.ERROR, error=describe(error))
 
     @classmethod
-    def cancelled(cls, reason: str) -> Outcome:
-        return cls(GenerationStatus.CANCELLED, error=reason[:MAX_ERROR_CHARS])
+    def cancelled(cls, reason: str, tokens: int = 0, audio_seconds: float = 0.0) -> Outcome:
+        return cls(
+            GenerationStatus.CANCELLED,
+            error=describe(reason),
+            tokens=tokens,
+            audio_seconds=audio_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,12 +142,15 @@ class GenerationLedger:
             session.flush()
             return generation.id
 
-    def settle(self, order: Order, outcome: Outcome, generation_id: int | None = None) -> Receipt:
+    def settle(
+        self, order: Order, outcome: Outcome, hold: Hold, generation_id: int | None = None
+    ) -> Receipt:
         """Record one text's outcome: on the row `open` made, else on a new one.
 
         OK charges len(text), counts a use of the voice, keeps text and audio when stored and
         folds the model time into the single-request baseline the batch discount is measured
-        against. Anything else is kept with its error and charges nothing.
+        against. A cancelled stream is charged what it was sent; anything else is kept with its
+        error and charges nothing. The hold is settled with the charge, in the same commit.
         """
         with transaction(self._sessions) as session:
             if generation_id is None:
@@ -131,11 +167,13 @@ class GenerationLedger:
                 billing.observe_single(session, self._policy, outcome.timing.model_ms, len(text))
             else:
                 generation.status, generation.error = outcome.status, outcome.error
+                generation.tokens_used = outcome.tokens
+                generation.audio_seconds = outcome.audio_seconds
             session.flush()
-        self._keep([generation], outcome.items)
+            quota.settle(session, hold, Amounts(tokens=generation.tokens_used))
         return Receipt((generation.id,), (generation.tokens_used,))
 
-    def settle_batch(self, order: Order, outcome: Outcome, discount: float) -> Receipt:
+    def settle_batch(self, order: Order, outcome: Outcome, discount: float, hold: Hold) -> Receipt:
         """Record a batch: its row and one generation per text on success, each charged its
         share of floor(C · D) (`billing.item_tokens`); on failure the batch row and one failed
         generation, free. A success then moves D by the batch's model time."""
@@ -164,6 +202,7 @@ class GenerationLedger:
                 failed.status, failed.error = outcome.status, outcome.error
                 session.add(failed)
                 session.flush()
+                quota.settle(session, hold, quota.NOTHING)
                 return Receipt((failed.id,), (0,), batch.id)
             assert outcome.timing is not None
             generations = []
@@ -173,7 +212,7 @@ class GenerationLedger:
                 generations.append(generation)
             self._count_use(session, order)
             billing.observe_batch(session, self._policy, outcome.timing.model_ms, sum(chars))
-        self._keep(generations, outcome.items)
+            quota.settle(session, hold, Amounts(tokens=sum(tokens)))
         return Receipt(tuple(g.id for g in generations), tuple(tokens), batch.id)
 
     def interrupt_open(self, older_than: datetime) -> int:
@@ -193,6 +232,40 @@ class GenerationLedger:
                 .execution_options(synchronize_session=False)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def settle_failure(
+        self,
+        order: Order,
+        hold: Hold,
+        error: BaseException,
+        *,
+        batch: bool = False,
+        generation_id: int | None = None,
+    ) -> None:
+        """Record a call that ended by an exception after its reservation, whatever raised (the
+        model, the encoder, the database, memory, a cancellation), and release its hold.
+
+        Shielded, because it runs while the request may itself be cancelled, and it never
+        raises: the caller re-raises the original error. If even this cannot be written (the
+        database is down), the hold stays until start-up recovery releases it.
+        """
+        if isinstance(error, anyio.get_cancelled_exc_class()):
+            outcome = Outcome.cancelled("cancelled before the audio was complete")
+        else:
+            outcome = Outcome.failed(error)
+        with anyio.CancelScope(shield=True):
+            try:
+                if batch:
+                    await in_thread(self.settle_batch, order, outcome, 0.0, hold)
+                else:
+                    await in_thread(self.settle, order, outcome, hold, generation_id)
+            except Exception:
+                log.exception(
+                    "could not record a failed call of user %d (reservation %d is released at "
+                    "the next start)",
+                    order.user_id,
+                    hold.reservation_id,
+                )
 
     # -- helpers -------------------------------------------------------------------------------
     def _fill(
@@ -222,13 +295,17 @@ class GenerationLedger:
 
     @staticmethod
     def _count_use(session: Session, order: Order) -> None:
-        VoiceService.owned(session, order.user_id, order.voice_id).use_count += 1
+        """One more use of the voice, as one atomic UPDATE (no lost counts between replicas).
 
-    def _keep(self, generations: Sequence[Generation], items: Sequence[Spoken]) -> None:
-        """After the commit: make sure each stored generation's file exists (see MediaLibrary)."""
-        for generation, spoken in zip(generations, items, strict=False):
-            if generation.audio_sha256:
-                self._media.restore(spoken.data, generation.audio_sha256)
+        A voice deleted while its job ran still gets the use and the job still finishes: it was
+        the caller's voice when the call was accepted, and the audio exists by now.
+        """
+        session.execute(
+            update(Voice)
+            .where(Voice.id == order.voice_id)
+            .values(use_count=Voice.use_count + 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _new_row(order: Order, chars: int | None = None, batch_id: int | None = None) -> Generation:

@@ -10,14 +10,17 @@ prompt the model refuses, a full queue, no model) still answers as a JSON error.
 Chunks are joined with /tts's rule (`join_sentences`: a short pause between two chunks), so
 the streamed samples, joined, are the stored audio of the stream, sample for sample.
 
-Bookkeeping, all through the generation ledger and all in `SpeechStream`: the row is opened
-before the response (its id is a header) with status STREAMING, never counted or charged. It
-is settled OK, charged once like /tts, with its finish reason, when the last audio has been
-handed to the connection; ERROR when the model fails mid-stream (a runaway chunk included:
-streamed chunks are not retried, their audio is already out); CANCELLED when the stream is
-closed before its end (the client went away), and the job is then withdrawn from the loop
-between two steps. A process that dies mid-stream leaves STREAMING behind, which the next start
-settles as INTERRUPTED.
+Bookkeeping, all through the generation ledger and all in `SpeechStream`: the whole text is
+reserved before any work (services/quota.py), and the row is opened before the response (its
+id is a header) with status STREAMING, not counted or charged yet. It is settled OK, charged
+once like /tts, with its finish reason, when the last audio has been handed to the connection;
+ERROR, free, when the model fails mid-stream (a runaway chunk included: streamed chunks are not
+retried, their audio is already out); CANCELLED when the stream is closed before its end (the
+client went away), charged for what it was sent (services/metering.py: the text up to the end
+of the last chunk whose audio went out), and the job is then withdrawn from the loop between
+two steps; what was reserved but not charged is released. A process that dies mid-stream
+leaves STREAMING behind, which the next start settles as INTERRUPTED (free) and whose
+reservation it releases.
 
 Times: X-Queue-Ms is the wait for the first slot, X-First-Audio-Ms submission to first audio;
 the row's latency is model time, from the first slot to the last audio.
@@ -43,6 +46,8 @@ from qwen3_tts_server.engine.jobs import AudioPiece
 from qwen3_tts_server.engine.scheduler import AudioStream
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
+from qwen3_tts_server.services.metering import DeliveryMeter
+from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speech import SENTENCE_PAUSE_S, SpeechRequest
 from qwen3_tts_server.services.synthesis import SynthesisService
@@ -92,6 +97,8 @@ class SpeechStream:
         self,
         ledger: GenerationLedger,
         order: Order,
+        hold: Hold,
+        meter: DeliveryMeter,
         generation_id: int,
         audio: AudioStream,
         first: AudioPiece,
@@ -106,10 +113,13 @@ class SpeechStream:
         self.queue_ms = _ms(audio.queued_s)
         self.media_type = order.media_type
         self.extension = FORMATS[order.format].extension
-        #: Seconds of audio once the stream completed and was charged, else None.
-        self.audio_seconds: float | None = None
+        #: (tokens, seconds of audio) once the stream was settled with a charge: complete, or
+        #: left by the client after some audio; None while open, or if it cost nothing.
+        self.charge: tuple[int, float] | None = None
         self._ledger = ledger
         self._order = order
+        self._hold = hold
+        self._meter = meter
         self._audio = audio
         self._first = first
         self._status = GenerationStatus.STREAMING
@@ -117,7 +127,8 @@ class SpeechStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The audio file in pieces: (a WAV header, then) s16le samples as they are decoded.
 
-        A failure is recorded (ERROR, no charge) and re-raised: the response must end
+        Each piece's chunks are metered as sent before the piece is handed over (the billing
+        rule). A failure is recorded (ERROR, no charge) and re-raised: the response must end
         abruptly, so the client can tell the audio is incomplete.
         """
         try:
@@ -135,20 +146,32 @@ class SpeechStream:
                     chunk = piece.index
                     samples = np.concatenate([pause, samples])
                 sent.append(samples)
-                yield await in_thread(encode, Audio(samples, self.sample_rate), "pcm")
+                data = await in_thread(encode, Audio(samples, self.sample_rate), "pcm")
+                self._meter.sent(piece.index, samples.size / self.sample_rate)
+                yield data
             await self._complete(sent)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
             await self._end_early(Outcome.failed(error))
             raise
 
     async def close(self) -> None:
-        """End the stream; if it had not completed, it was cancelled (the client went away)."""
-        await self._end_early(Outcome.cancelled("the stream was closed before its end"))
+        """End the stream; if it had not completed, it was cancelled (the client went away)
+        and is charged for the chunks it was sent."""
+        meter = self._meter
+        reason = "the stream was closed before its end"
+        outcome = Outcome.cancelled(reason, meter.tokens, meter.audio_seconds)
+        if await self._end_early(outcome) and meter.tokens:
+            self.charge = (meter.tokens, meter.audio_seconds)
 
-    async def _end_early(self, outcome: Outcome) -> None:
-        if self._status is GenerationStatus.STREAMING:
-            self._status = outcome.status
-            await _abandon(self._ledger, self._order, self.generation_id, self._audio, outcome)
+    async def _end_early(self, outcome: Outcome) -> bool:
+        """Settle an unfinished stream with `outcome`; False if it was settled already."""
+        if self._status is not GenerationStatus.STREAMING:
+            return False
+        self._status = outcome.status
+        await _abandon(
+            self._ledger, self._order, self._hold, self.generation_id, self._audio, outcome
+        )
+        return True
 
     async def _complete(self, sent: Sequence[np.ndarray]) -> None:
         result = self._audio.result
@@ -160,9 +183,11 @@ class SpeechStream:
         outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
-            await in_thread(self._ledger.settle, self._order, outcome, self.generation_id)
+            await in_thread(
+                self._ledger.settle, self._order, outcome, self._hold, self.generation_id
+            )
             self._status = GenerationStatus.OK
-        self.audio_seconds = audio.duration_s
+        self.charge = (self.tokens_used, audio.duration_s)
 
 
 async def _chain(first: AudioPiece, rest: AudioStream) -> AsyncIterator[AudioPiece]:
@@ -174,18 +199,19 @@ async def _chain(first: AudioPiece, rest: AudioStream) -> AsyncIterator[AudioPie
 async def _abandon(
     ledger: GenerationLedger,
     order: Order,
+    hold: Hold,
     generation_id: int,
     audio: AudioStream,
     outcome: Outcome,
 ) -> None:
-    """A stream ended before its end: withdraw its job and record it, free of charge.
+    """A stream ended before its end: withdraw its job and record it with what it was sent.
 
     Its waiting chunks never run; running ones leave their slots at the next step. Shielded,
     because this runs while the request itself is being cancelled and must still be recorded.
     """
     with anyio.CancelScope(shield=True):
         await audio.close()
-        await in_thread(ledger.settle, order, outcome, generation_id)
+        await in_thread(ledger.settle, order, outcome, hold, generation_id)
 
 
 class StreamingService:
@@ -212,29 +238,43 @@ class StreamingService:
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
         [text] = order.texts
-        prompt = await in_thread(synthesis.prepare, order, len(text))
-        model = self._runtime.loaded()
-        items = [SynthItem(chunk, order.language, prompt) for chunk in synthesis.sentences(text)]
-        generation_id = await in_thread(self._ledger.open, order)
+        hold, prompt = await in_thread(synthesis.prepare, order, "stream", len(text))
+        try:
+            model = self._runtime.loaded()
+            chunks = synthesis.sentences(text)
+            meter = DeliveryMeter(text, chunks)
+            items = [SynthItem(chunk, order.language, prompt) for chunk in chunks]
+            generation_id = await in_thread(self._ledger.open, order)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error)
+            raise
         submitted = time.perf_counter()
         try:
             audio = model.stream(items, sampling, user_id)
         except Exception as error:  # a full queue, shutdown: nothing was queued
-            await in_thread(self._ledger.settle, order, Outcome.failed(error), generation_id)
+            await self._ledger.settle_failure(order, hold, error, generation_id=generation_id)
             raise
         try:
             first = await anext(audio)
         except StopAsyncIteration:  # pragma: no cover - every chunk makes at least one frame
             raise RuntimeError("the stream ended before any audio") from None
         except Exception as error:
-            await _abandon(self._ledger, order, generation_id, audio, Outcome.failed(error))
+            await _abandon(self._ledger, order, hold, generation_id, audio, Outcome.failed(error))
             raise
         except asyncio.CancelledError:  # e.g. shutdown: the row must not stay STREAMING
             cancelled = Outcome.cancelled("cancelled before any audio")
-            await _abandon(self._ledger, order, generation_id, audio, cancelled)
+            await _abandon(self._ledger, order, hold, generation_id, audio, cancelled)
             raise
         first_audio_s = time.perf_counter() - submitted
         sample_rate = model.info.sample_rate
         return SpeechStream(
-            self._ledger, order, generation_id, audio, first, first_audio_s, sample_rate
+            self._ledger,
+            order,
+            hold,
+            meter,
+            generation_id,
+            audio,
+            first,
+            first_audio_s,
+            sample_rate,
         )

@@ -3,9 +3,11 @@
 Long texts are split into sentences and sent as one job of sentence chunks, which the scheduler
 runs side by side in its slots, interleaved with other users' work, then joined with a short
 pause. Each text records why its generation ended (`finish_reason`: the least clean of its
-chunks'). Nothing is kept for `store=false` but the usage row; a failed call (a runaway
-generation included) is recorded with its error and costs nothing. Streamed /tts
-(services/streaming.py) uses the same checks, `prepare` and ledger.
+chunks'). Nothing is kept for `store=false` but the usage row. A call reserves its tokens
+before any work (`prepare`, services/quota.py); from then on, whatever raises (the model, a
+runaway generation, the encoder, the database, memory) is recorded with its error and releases
+the reservation, so a failed call costs nothing. Streamed /tts (services/streaming.py) uses the
+same checks, `prepare` and ledger.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.engine.base import EngineError, SynthItem
+from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.textsplit import split_text
 from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
 from qwen3_tts_server.services.threads import in_thread
@@ -75,6 +78,7 @@ class SynthesisService:
         media: MediaLibrary,
         runtime: ModelRuntime,
         ledger: GenerationLedger,
+        quotas: Quotas,
         policy: billing.DiscountPolicy,
         chunk_max_chars: int,
     ) -> None:
@@ -83,15 +87,16 @@ class SynthesisService:
         self._media = media
         self._runtime = runtime
         self._ledger = ledger
+        self._quotas = quotas
         self._policy = policy
         self._chunk_max_chars = chunk_max_chars
 
-    def prepare(self, order: Order, tokens: int) -> bytes:
-        """Checks that need the database: voice ownership and quota. Returns the voice prompt."""
+    def prepare(self, order: Order, purpose: str, tokens: int) -> tuple[Hold, bytes]:
+        """What needs the database before any work: the caller's voice (404), then the
+        reservation of `tokens` (402). Returns the hold and the voice prompt."""
         with self._sessions() as session:
-            voice = VoiceService.owned(session, order.user_id, order.voice_id)
-            billing.check_quota(session, order.user_id, tokens)
-            return voice.prompt
+            prompt = VoiceService.owned(session, order.user_id, order.voice_id).prompt
+        return self._quotas.reserve(order.user_id, purpose, Amounts(tokens=tokens)), prompt
 
     def sentences(self, text: str) -> list[str]:
         """How a text is cut for the model (CHUNK_MAX_CHARS), for every path alike."""
@@ -101,17 +106,10 @@ class SynthesisService:
         self, order: Order, prompt: bytes, sampling: Sampling
     ) -> tuple[list[list[Audio]], list[FinishReason], Timing]:
         """Every text of the order, each split into sentences, in one scheduler job: the
-        sentences' audio and one finish reason per text.
-
-        A model failure is recorded as the order's failed outcome, then re-raised."""
+        sentences' audio and one finish reason per text."""
         chunks = [self.sentences(text) for text in order.texts]
         items = [SynthItem(chunk, order.language, prompt) for parts in chunks for chunk in parts]
-        try:
-            result = await self._runtime.loaded().speak(items, sampling, order.user_id)
-        except EngineError as error:
-            settle = self._ledger.settle if len(order.texts) == 1 else self._settle_failed_batch
-            await in_thread(settle, order, Outcome.failed(error))
-            raise
+        result = await self._runtime.loaded().speak(items, sampling, order.user_id)
         per_text: list[list[Audio]] = []
         reasons: list[FinishReason] = []
         offset = 0
@@ -121,18 +119,19 @@ class SynthesisService:
             offset += len(parts)
         return per_text, reasons, result.timing
 
-    def _settle_failed_batch(self, order: Order, outcome: Outcome) -> None:
-        self._ledger.settle_batch(order, outcome, discount=0.0)
-
     # -- /tts ----------------------------------------------------------------------------------
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
         order, sampling = self.checks.single(user_id, text, request)
         [text] = order.texts
-        prompt = await in_thread(self.prepare, order, len(text))
-        per_text, [reason], timing = await self._speak(order, prompt, sampling)
-        [(audio, data)] = await in_thread(encode_texts, per_text, order.format)
-        outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
-        receipt = await in_thread(self._ledger.settle, order, outcome)
+        hold, prompt = await in_thread(self.prepare, order, "tts", len(text))
+        try:
+            per_text, [reason], timing = await self._speak(order, prompt, sampling)
+            [(audio, data)] = await in_thread(encode_texts, per_text, order.format)
+            outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
+            receipt = await in_thread(self._ledger.settle, order, outcome, hold)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error)
+            raise
         return Speech(
             generation_id=receipt.generation_ids[0],
             tokens_used=receipt.tokens_used,
@@ -151,17 +150,21 @@ class SynthesisService:
     ) -> BatchSpeech:
         order, sampling = self.checks.batch(user_id, texts, request)
         chars = sum(len(text) for text in order.texts)
-        with self._sessions() as session:
-            discount = billing.current_discount(session, self._policy)
-        prompt = await in_thread(self.prepare, order, billing.batch_tokens(chars, discount))
-        per_text, reasons, timing = await self._speak(order, prompt, sampling)
-        encoded = await in_thread(encode_texts, per_text, order.format)
-        spoken = [
-            Spoken(data, audio.duration_s, reason)
-            for (audio, data), reason in zip(encoded, reasons, strict=True)
-        ]
-        outcome = Outcome.ok(spoken, timing)
-        receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount)
+        discount = await in_thread(self._discount)
+        price = billing.batch_tokens(chars, discount)
+        hold, prompt = await in_thread(self.prepare, order, "batch", price)
+        try:
+            per_text, reasons, timing = await self._speak(order, prompt, sampling)
+            encoded = await in_thread(encode_texts, per_text, order.format)
+            spoken = [
+                Spoken(data, audio.duration_s, reason)
+                for (audio, data), reason in zip(encoded, reasons, strict=True)
+            ]
+            outcome = Outcome.ok(spoken, timing)
+            receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount, hold)
+        except BaseException as error:
+            await self._ledger.settle_failure(order, hold, error, batch=True)
+            raise
         assert receipt.batch_id is not None
         extension = FORMATS[order.format].extension
         # The rate written, which a codec that refuses the model's rate changes (see encode).
@@ -204,6 +207,10 @@ class SynthesisService:
             sample_rate,
             manifest,
         )
+
+    def _discount(self) -> float:
+        with self._sessions() as session:
+            return billing.current_discount(session, self._policy)
 
     # -- /getstored ----------------------------------------------------------------------------
     def stored(self, user_id: int, generation_id: int) -> StoredAudio:

@@ -2,10 +2,21 @@
 
 Routes never touch the database engine or the model directly; /ready asks `readiness()`, and
 the app's lifespan calls `start()` and `stop()`.
+
+Start-up recovers from a crash before anything is served: streams a dead process left open
+become INTERRUPTED (free), the reservations it held are released (services/quota.py), and
+the media sweep deletes staged, half-written and unreferenced
+files and rows and publishes files whose row had committed (services/media.py). Both leave
+alone anything younger than the grace period (RECOVERY_GRACE_S): with replicas on one database
+and MEDIA_DIR it may be another replica's work in progress. With a grace period the recovery
+also repeats every grace period while the server runs, so the live replicas settle a crashed
+one's leftovers even if it never comes back.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,7 +25,11 @@ from sqlalchemy import Engine as DbEngine
 from qwen3_tts_server.db.models import utcnow
 from qwen3_tts_server.db.session import ping
 from qwen3_tts_server.services.generations import GenerationLedger
+from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,12 +46,18 @@ class SystemService:
         db: DbEngine,
         runtime: ModelRuntime,
         ledger: GenerationLedger,
-        stream_grace: timedelta,
+        media: MediaLibrary,
+        quotas: Quotas,
+        recovery_grace: timedelta,
     ) -> None:
         self._db = db
         self._runtime = runtime
         self._ledger = ledger
-        self._stream_grace = stream_grace
+        self._media = media
+        self._quotas = quotas
+        self._grace = recovery_grace
+        self._stopping = threading.Event()
+        self._recovering: threading.Thread | None = None
 
     def readiness(self) -> Readiness:
         """Ready when the database answers and the model is loaded and warm."""
@@ -49,14 +70,45 @@ class SystemService:
         )
 
     def start(self) -> None:
-        """Settle streams a dead process left open, then load the model in the background.
-
-        Only streams older than the grace are settled: with replicas on one database, a younger
-        one may still be running on another replica.
-        """
-        self._ledger.interrupt_open(older_than=utcnow() - self._stream_grace)
+        """Recover from a crash, then load the model in the background."""
+        self.recover()
+        if self._grace > timedelta(0):
+            self._recovering = threading.Thread(
+                target=self._recover_periodically, name="recovery", daemon=True
+            )
+            self._recovering.start()
         self._runtime.start()
 
+    def recover(self) -> None:
+        """Settle open streams, release reservations and sweep the media, all older than the
+        grace period (a dead process's: it will never settle them)."""
+        cutoff = utcnow() - self._grace
+        interrupted = self._ledger.interrupt_open(older_than=cutoff)
+        released = self._quotas.release_stale(older_than=cutoff)
+        swept = self._media.sweep(cutoff)
+        if any(
+            (interrupted, released, swept.rows_deleted, swept.files_deleted, swept.files_published)
+        ):
+            log.info(
+                "recovery: %d open streams settled as interrupted, %d reservations released; "
+                "media sweep deleted %d rows and %d files, published %d",
+                interrupted,
+                released,
+                swept.rows_deleted,
+                swept.files_deleted,
+                swept.files_published,
+            )
+
+    def _recover_periodically(self) -> None:
+        while not self._stopping.wait(self._grace.total_seconds()):
+            try:
+                self.recover()
+            except Exception:  # the database away, a disk error: the next round tries again
+                log.exception("periodic recovery failed")
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._recovering is not None:
+            self._recovering.join()
         self._runtime.stop()
         self._db.dispose()

@@ -1,8 +1,11 @@
 """Usage totals, computed from the rows that record what was charged.
 
-Totals are derived on read (grouped sums) rather than kept as counters, so they can never drift
-from the generations, batches and voices they describe. Failed calls are recorded with
-zero tokens and a status other than OK; only OK rows are counted as calls.
+Totals are derived on read (grouped sums), so they can never drift from the generations,
+batches and voices they describe. (The quota check compares against the running totals on the
+user row instead, services/quota.py, which every charge updates in the same commit as its
+rows.) Failed calls are recorded with zero tokens and a status other than OK; a call counts
+when it was charged: an OK row, or a stream the client left after some audio (CANCELLED with
+the tokens of what it was sent).
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.values import GenerationStatus
 
 _OK = GenerationStatus.OK
+#: A single generation that was charged: OK, or a stream left after some of its audio.
+_CHARGED = or_(Generation.status == _OK, Generation.tokens_used > 0)
 
 
 @dataclass
@@ -52,7 +57,7 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
             func.count(),
             func.coalesce(func.sum(Generation.tokens_used), 0),
         )
-        .where(Generation.user_id.in_(ids), Generation.batch_id.is_(None), Generation.status == _OK)
+        .where(Generation.user_id.in_(ids), Generation.batch_id.is_(None), _CHARGED)
         .group_by(Generation.user_id)
     )
     for user_id, calls, tokens in single:
@@ -70,7 +75,7 @@ def usage_by_user(session: Session, user_ids: Iterable[int]) -> dict[int, Usage]
 
     seconds = session.execute(
         select(Generation.user_id, func.coalesce(func.sum(Generation.audio_seconds), 0.0))
-        .where(Generation.user_id.in_(ids), Generation.status == _OK)
+        .where(Generation.user_id.in_(ids), _CHARGED)
         .group_by(Generation.user_id)
     )
     for user_id, audio_seconds in seconds:

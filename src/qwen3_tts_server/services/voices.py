@@ -1,15 +1,20 @@
 """Voices: cloned from an upload or designed from words, each with a prompt computed once.
 
-Creation runs the model first and writes nothing until it succeeded, so a failed clone leaves no
-blob and no row; the charge (tokens) is stored on the voice itself and reported by /usage.
+Creation reserves first (services/quota.py: its tokens, a voice slot and, for a clone, the
+upload's bytes against the per-user storage limit), runs the model, and writes nothing until it
+succeeded, so a failed clone leaves no blob and no row and its reservation is released. The
+charge (tokens, at least CLONE_MIN_TOKENS for a clone) is stored on the voice itself and
+reported by /usage; the reference's bytes count against the owner's storage until deletion.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+import anyio
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.audio.decode import decode_upload
@@ -18,11 +23,14 @@ from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import AudioBlob, Voice, utcnow
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.errors import BadRequest, NotFound, ServiceUnavailable
-from qwen3_tts_server.services.billing import check_quota
+from qwen3_tts_server.services import quota
 from qwen3_tts_server.services.languages import normalize_language
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
 from qwen3_tts_server.services.threads import in_thread
+
+log = logging.getLogger(__name__)
 
 #: What a designed voice reads aloud to become a reference: a pangram-like sentence in the
 #: voice's own language, so the reference covers the sounds that language uses.
@@ -115,17 +123,22 @@ class VoiceService:
         sessions: sessionmaker[Session],
         media: MediaLibrary,
         runtime: ModelRuntime,
+        quotas: Quotas,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._media = media
         self._runtime = runtime
+        self._quotas = quotas
 
     # -- creation ------------------------------------------------------------------------------
     async def clone(
         self, user_id: int, *, name: str, transcript: str, language: str | None, upload: bytes
     ) -> VoiceCreated:
-        """Clone from reference audio; the transcript must be what the audio says."""
+        """Clone from reference audio; the transcript must be what the audio says.
+
+        Costs len(transcript), at least CLONE_MIN_TOKENS; the upload takes its size of the
+        caller's storage and one voice slot, reserved before the audio is even decoded."""
         name = _required(name, "Name")
         transcript = _required(transcript, "Transcript")
         if len(transcript) > MAX_TRANSCRIPT_LEN:
@@ -133,20 +146,20 @@ class VoiceService:
         language = normalize_language(language)
         if not upload:
             raise BadRequest("Empty file upload")
-        tokens = len(transcript)
-        self._check_quota(user_id, tokens)
-        model = self._runtime.loaded()
-        decoded = await in_thread(
-            decode_upload,
-            upload,
-            min_seconds=self._settings.min_ref_seconds,
-            max_seconds=self._settings.max_ref_seconds,
-            target_rate=model.info.sample_rate,
-        )
-        prompt = await model.scheduler.create_prompt(decoded.audio, transcript)
-        return await in_thread(
-            self._save,
-            Voice(
+        tokens = max(len(transcript), self._quotas.limits.clone_min_tokens)
+        wanted = Amounts(tokens=tokens, storage_bytes=len(upload), voices=1)
+        hold = await in_thread(self._quotas.reserve, user_id, "clone", wanted)
+        try:
+            model = self._runtime.loaded()
+            decoded = await in_thread(
+                decode_upload,
+                upload,
+                min_seconds=self._settings.min_ref_seconds,
+                max_seconds=self._settings.max_ref_seconds,
+                target_rate=model.info.sample_rate,
+            )
+            prompt = await model.scheduler.create_prompt(decoded.audio, transcript)
+            voice = Voice(
                 user_id=user_id,
                 name=name,
                 kind="clone",
@@ -154,35 +167,43 @@ class VoiceService:
                 ref_text=transcript,
                 prompt=prompt,
                 tokens_used=tokens,
-            ),
-            upload,
-            decoded.media_type,
-            decoded.duration_s,
-        )
+            )
+            return await in_thread(
+                self._save, voice, hold, upload, decoded.media_type, decoded.duration_s
+            )
+        except BaseException:
+            await self._release(hold)
+            raise
 
     async def design(
         self, user_id: int, *, name: str, description: str, language: str | None
     ) -> VoiceCreated:
-        """Design a voice from a description: speak the coverage phrase, then clone that."""
+        """Design a voice from a description: speak the coverage phrase, then clone that.
+
+        Reserves its tokens and a voice slot (refused while the caller's storage is full); the
+        reference it makes (FLAC, some hundred KB) is counted in the caller's storage once
+        made, since its size is not known before."""
         name = _required(name, "Name")
         description = _required(description, "Description")
         language = normalize_language(language)
         phrase = coverage_phrase(language)
         tokens = len(description) + len(phrase)
-        self._check_quota(user_id, tokens)
-        model = self._runtime.loaded()
-        if not model.info.has_voice_design:
-            raise ServiceUnavailable(
-                "Voice design is not available: this server runs without a VoiceDesign model "
-                "(set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
+        wanted = Amounts(tokens=tokens, voices=1)
+        hold = await in_thread(self._quotas.reserve, user_id, "design", wanted)
+        try:
+            model = self._runtime.loaded()
+            if not model.info.has_voice_design:
+                raise ServiceUnavailable(
+                    "Voice design is not available: this server runs without a VoiceDesign "
+                    "model (set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
+                )
+            sampling = self._settings.sampling()
+            sample = await model.scheduler.design(
+                phrase, description, language, sampling, user=user_id
             )
-        sampling = self._settings.sampling()
-        sample = await model.scheduler.design(phrase, description, language, sampling, user=user_id)
-        prompt = await model.scheduler.create_prompt(sample, phrase)
-        data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
-        return await in_thread(
-            self._save,
-            Voice(
+            prompt = await model.scheduler.create_prompt(sample, phrase)
+            data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
+            voice = Voice(
                 user_id=user_id,
                 name=name,
                 kind="design",
@@ -191,23 +212,33 @@ class VoiceService:
                 description=description,
                 prompt=prompt,
                 tokens_used=tokens,
-            ),
-            data,
-            FORMATS[DESIGN_SAMPLE_FORMAT].media_type,
-            sample.duration_s,
-        )
+            )
+            media_type = FORMATS[DESIGN_SAMPLE_FORMAT].media_type
+            return await in_thread(self._save, voice, hold, data, media_type, sample.duration_s)
+        except BaseException:
+            await self._release(hold)
+            raise
 
-    def _check_quota(self, user_id: int, tokens: int) -> None:
-        with self._sessions() as session:
-            check_quota(session, user_id, tokens)
+    async def _release(self, hold: Hold) -> None:
+        """A creation failed after its reservation: give it back (shielded: the request may be
+        being cancelled). If the database cannot take it now, start-up recovery will."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await in_thread(self._quotas.release, hold)
+            except Exception:
+                log.exception("could not release reservation %d", hold.reservation_id)
 
-    def _save(self, voice: Voice, audio: bytes, media_type: str, duration_s: float) -> VoiceCreated:
+    def _save(
+        self, voice: Voice, hold: Hold, audio: bytes, media_type: str, duration_s: float
+    ) -> VoiceCreated:
+        """Write the voice and its reference, and turn the hold into the charge, in one commit."""
         with transaction(self._sessions) as session:
             voice.ref_audio_sha256 = self._media.add(session, audio, media_type, duration_s)
             session.add(voice)
             session.flush()
+            spent = Amounts(tokens=voice.tokens_used, storage_bytes=len(audio), voices=1)
+            quota.settle(session, hold, spent)
             created = VoiceCreated(voice_id=voice.id, tokens_used=voice.tokens_used)
-        self._media.restore(audio, voice.ref_audio_sha256)
         return created
 
     # -- reading -------------------------------------------------------------------------------
@@ -234,7 +265,8 @@ class VoiceService:
         case-insensitive), as OpenAI-style clients name voices by a string."""
         wanted = reference.strip().removeprefix("voice:")
         with self._sessions() as session:
-            if wanted.isdigit() and len(wanted) <= 18:
+            # ASCII only: str.isdigit() also accepts "²" or "①", which int() then refuses.
+            if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
                 return self.owned(session, user_id, int(wanted)).id
             voice_id = session.scalar(
                 select(Voice.id)
@@ -272,11 +304,22 @@ class VoiceService:
     # -- deletion ------------------------------------------------------------------------------
     def delete(self, user_id: int, voice_id: int) -> datetime:
         """Soft-delete the voice; its reference audio goes when no live voice or stored
-        generation uses the same bytes any more."""
+        generation uses the same bytes any more, and stops counting against the owner's storage
+        and voice limits. One conditional UPDATE claims the deletion, so two concurrent deletes
+        cannot both give the storage back."""
+        deleted_at = utcnow()
         with transaction(self._sessions) as session:
-            voice = self.owned(session, user_id, voice_id)
-            voice.deleted_at = deleted_at = utcnow()
-            released, voice.ref_audio_sha256 = voice.ref_audio_sha256, None
+            released = self.owned(session, user_id, voice_id).ref_audio_sha256
+            claimed = session.execute(
+                update(Voice)
+                .where(Voice.id == voice_id, Voice.deleted_at.is_(None))
+                .values(deleted_at=deleted_at, ref_audio_sha256=None)
+                .execution_options(synchronize_session=False)
+            )
+            if int(claimed.rowcount) != 1:  # type: ignore[attr-defined]
+                raise NotFound("Voice not found")
+            blob = session.get(AudioBlob, released) if released else None
+            quota.voice_removed(session, user_id, blob.size_bytes if blob else 0)
         if released:
             self._media.release([released])
         return deleted_at
