@@ -8,7 +8,8 @@ The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler,
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
 step engine (or stock qwen-tts behind the step interface, stock_engine.py) on the tiny base model
 behind `TimedEngine`, a thin proxy that forwards every Engine method and adds up the seconds
-spent admitting and stepping. What it measures, and why:
+spent admitting and stepping (the loop's decoding of the frames into audio is not engine time
+here: it shows in the overhead). What it measures, and why:
 
 * `tts_overhead`: for sequential /tts requests (fixed seed and text, so every generation is the
   same length), client latency minus engine time = what the server adds around the model (auth,

@@ -27,6 +27,7 @@ class StockEngine:
     def __init__(self, stock: QwenEngine) -> None:
         self._stock = stock
         self._lanes = StepEngine(stock, prepack=False)  # only for its decoders and lanes
+        self._made: dict[int, int] = {}  # frames stock made, by id() of the slot holding them
 
     def info(self) -> EngineInfo:
         return self._stock.info()
@@ -61,7 +62,7 @@ class StockEngine:
             codes=codes,
             context=call.ref_codes[0],
         )
-        slot.extra["made"] = codes.shape[0]
+        self._made[id(slot)] = codes.shape[0]
         return slot
 
     def step(self, slots: Sequence[Slot]) -> None:
@@ -69,9 +70,10 @@ class StockEngine:
             if slot.done:
                 continue
             slot.count += 1
-            made = slot.extra["made"]
+            made = self._made[id(slot)]
             if slot.count >= made:
                 slot.finish = EOS if made < slot.budget else LENGTH
 
     def release(self, slot: Slot) -> None:
+        self._made.pop(id(slot), None)
         slot.kv = []

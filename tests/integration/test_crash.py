@@ -30,8 +30,9 @@ from qwen3_tts_server.wiring import TINY_MAX_FRAMES
 
 #: Long enough that a real process loads the tiny models, warms up and answers.
 START_LIMIT_S = 180.0
-#: Short texts: the tiny model's random weights rarely stop early, so a text runs to its frame
-#: budget, which grows with its length.
+#: Short texts: the tiny model's random weights rarely stop early, so a text runs to the frame
+#: cap (MAX_FRAMES below, as in the demo: under every text's own budget, so a text cut there is
+#: a truncation, not a runaway the guard would fail).
 BATCH = ["One.", "Two.", "Three.", "Four."]
 STREAM_TEXT = " ".join(f"Streamed sentence {index}." for index in range(30))
 
@@ -62,6 +63,7 @@ def server_process(models: Path, data_dir: Path, log: Path) -> Iterator[tuple[st
         "LOG_JSON": "0",
         "RECOVERY_GRACE_S": "0",  # the only server: everything it finds at start is a crash's
         "ENGINE_MAX_BATCH": "4",
+        "MAX_FRAMES": "25",
         "CHUNK_MAX_CHARS": "20",
         # The demo's frame cap: random weights rarely say EOS, so without it every text would
         # look like a runaway (a frame budget hit, 503) instead of a cut at the operator's cap.

@@ -45,6 +45,20 @@ def test_free_slots_go_round_robin_whatever_each_user_sent() -> None:
     assert take(fair, held) is None  # every slot taken
 
 
+def test_one_users_jobs_take_turns() -> None:
+    fair = queue(slots=6, reserve=0)
+    batch, stream = FakeJob("u", chunks=10), FakeJob("u", chunks=10)
+    fair.add(batch)
+    fair.add(stream)
+    picked = []
+    for _ in range(4):
+        job = fair.pick({})
+        assert job is not None
+        job.chunks -= 1
+        picked.append(job)
+    assert picked == [batch, stream, batch, stream]
+
+
 def test_a_flooding_user_is_refused_while_others_are_queued() -> None:
     fair = queue()
     for _ in range(3):

@@ -3,9 +3,10 @@
 Why per user: one queue in arrival order lets whoever sends most take every slot and every
 queue place; a user who sends 90 requests at once then shuts out everyone else. Here:
 
-* Each user's jobs wait in their own FIFO queue. A free slot goes to the next user in a ring
-  that has waiting chunks (the user then moves to the back of the ring), so k users with work
-  each get every k-th free slot, whatever each one sent.
+* Each user's jobs wait in their own queue. A free slot goes to the next user in a ring that
+  has waiting chunks (the user then moves to the back of the ring), so k users with work each
+  get every k-th free slot, whatever each one sent; within a user, its jobs take turns too, so
+  a user's own stream is not stuck behind that user's large batch.
 * A user may hold at most `user_slots` slots (default: all of them) and at most `user_jobs`
   unfinished jobs; the next job is refused at once (QueueFull → 429 + Retry-After) while other
   users' jobs are still taken, up to the total bound `max_jobs`.
@@ -109,8 +110,10 @@ class FairQueue(Generic[J]):
             allowed = mine < self.user_slots if total < self.slots else mine == 0
             if not allowed:
                 continue
-            for job in self._jobs.get(user, ()):
+            jobs = self._jobs.get(user, deque())
+            for _ in range(len(jobs)):
+                job = jobs[0]
+                jobs.rotate(-1)  # this user's next pick starts at its next job
                 if job.waiting():
-                    # the ring already moved this user to the back
-                    return job
+                    return job  # (the ring already moved this user to the back)
         return None

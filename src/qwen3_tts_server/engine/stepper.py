@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -107,7 +107,6 @@ class Slot:
     count: int = 0
     step: int = 0
     finish: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def frames(self) -> torch.Tensor:
