@@ -63,11 +63,8 @@ def server_process(models: Path, data_dir: Path, log: Path) -> Iterator[tuple[st
         "LOG_JSON": "0",
         "RECOVERY_GRACE_S": "0",  # the only server: everything it finds at start is a crash's
         "ENGINE_MAX_BATCH": "4",
-        "MAX_FRAMES": "25",
-        "CHUNK_MAX_CHARS": "20",
-        # The demo's frame cap: random weights rarely say EOS, so without it every text would
-        # look like a runaway (a frame budget hit, 503) instead of a cut at the operator's cap.
         "MAX_FRAMES": str(TINY_MAX_FRAMES),
+        "CHUNK_MAX_CHARS": "20",
         "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
         "MEDIA_DIR": str(data_dir / "media"),
     }
