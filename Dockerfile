@@ -69,11 +69,14 @@ COPY --chmod=0755 entrypoint.sh /usr/local/bin/entrypoint.sh
 # Paths and listen address only: no secret has a default (ADMIN_TOKEN and HMAC_SECRET, when not
 # given, are generated once by the server into DATA_DIR/secrets).
 # NUMBA_CACHE_DIR: librosa's numba JIT cache must be writable by whatever uid runs the server.
+# OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, so a busy neighbour on
+# the same cores does not stall every matrix multiply (README "Speed", bench/threads.py).
 ENV MODELS_DIR=/app/models \
     DATA_DIR=/app/data \
     HOST=0.0.0.0 \
     PORT=8000 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    OMP_WAIT_POLICY=PASSIVE
 
 VOLUME ["/app/models", "/app/data"]
 EXPOSE 8000

@@ -1,11 +1,14 @@
 """Server figures over HTTP on the tiny models, in-process; prints one JSON object.
 
     .venv/bin/python bench/api.py [--models-dir DIR] [--frames 24] [--requests 20] [--rounds 5]
+    .venv/bin/python bench/api.py --real-dims --engines stock:float32,ours:bfloat16 \
+        --requests 2 --rounds 0 --warmups 1
 
 The app is the real one (`create_app`: SQLite in a temp data dir, the scheduler, encoding, usage
 rows), driven by `fastapi.testclient.TestClient` with its lifespan running. The engine is a
-`QwenEngine` on the tiny base model behind `TimedEngine`, a thin proxy that forwards every Engine
-method and adds up the seconds spent in `synthesize`. What it measures, and why:
+step engine (or stock qwen-tts behind the step interface, stock_engine.py) on the tiny base model
+behind `TimedEngine`, a thin proxy that forwards every Engine method and adds up the seconds
+spent admitting and stepping. What it measures, and why:
 
 * `tts_overhead`: for sequential /tts requests (fixed seed and text, so every generation is the
   same length), client latency minus engine time = what the server adds around the model (auth,
@@ -15,14 +18,20 @@ method and adds up the seconds spent in `synthesize`. What it measures, and why:
 * `encode`: `audio.encode.encode` of one real tiny-model output (the /tts output above) in each
   format, as ms of work per second of audio (median); short clips make per-call costs show.
 * `batching`: the same texts as 8 sequential /tts, one /batchtts, and 8 concurrent /tts (one
-  thread each), unseeded (seeded jobs are never merged). Wall times are medians over
-  interleaved rounds; ratios compare modes within this run (the machine is shared and noisy).
-  `engine_calls` lists the items per engine call in the last round, showing what was merged.
+  thread each), unseeded. The step loop runs the texts side by side in its slots (each leaves
+  its slot when it ends); `stock` runs one text per call, one after another. Wall times are
+  medians over interleaved rounds; ratios compare modes within this run (the machine is shared
+  and noisy).
+  `max_slots_per_step` is the most texts one engine step ran side by side in the last round.
 Generation is capped at `--frames` frames (80 ms each); the tiny model's weights are random, so
-EOS may come earlier: generated frames (audio length / 80 ms) are reported next to the times. An
-early EOS shortens a single-item call but not a merged batch, which runs until its longest item
-ends, so random EOS favours sequential /tts: the batching ratios err on the cautious side.
+EOS may come earlier: generated frames (audio length / 80 ms) are reported next to the times.
 Figures on the tiny model show server overheads and batching gains, not real-model speed.
+`--real-dims` serves the random model with the real 0.6B sizes instead (built once under
+`--data-dir`, see bench/speed.py): then `tts_overhead.latency_per_audio_s` (client latency per
+second of audio, < 1 is faster than real time) is the server's speed as a client sees it.
+`--engines` runs the whole measurement once per engine and dtype, one app after the other:
+`stock` is the engine before the step loop (stock qwen-tts per text, stock_engine.py), `ours` /
+`ours-int8` the step loop the server runs.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -48,16 +58,11 @@ from fastapi.testclient import TestClient
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.base import (
-    Audio,
-    CustomItem,
-    Engine,
-    EngineInfo,
-    Sampling,
-    SynthItem,
-)
+from qwen3_tts_server.engine.base import Audio, Engine, EngineInfo, Item, Sampling
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.tiny import cached_models, make_tiny_models
+from stock_engine import StockEngine
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 FRAME_S = 0.08
@@ -69,7 +74,8 @@ TEXTS = [
 
 
 class TimedEngine:
-    """Forwards every Engine method; adds up the seconds, calls and audio of `synthesize`."""
+    """Forwards every Engine method; adds up the seconds spent admitting and stepping, the
+    audio made (frames x 80 ms, counted when a slot is released) and the slots per step."""
 
     def __init__(self, inner: Engine) -> None:
         self._inner = inner
@@ -77,36 +83,43 @@ class TimedEngine:
         self.synth_seconds = 0.0
         self.audio_seconds = 0.0
         self.call_sizes: list[int] = []
+        #: The last /tts output as the client got it (set by `_tts_overhead`).
         self.last_output: Audio | None = None
 
     def info(self) -> EngineInfo:
         return self._inner.info()
 
+    @property
+    def frame_cap(self) -> int:
+        return self._inner.frame_cap
+
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         return self._inner.create_prompt(audio, transcript)
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         started = time.perf_counter()
-        result = self._inner.synthesize(items, sampling)
-        elapsed = time.perf_counter() - started
+        slot = self._inner.admit(item, sampling, budget)
         with self._lock:
-            self.synth_seconds += elapsed
-            self.audio_seconds += sum(clip.duration_s for clip in result)
-            self.call_sizes.append(len(items))
-            self.last_output = result[0] if result else self.last_output
-        return result
+            self.synth_seconds += time.perf_counter() - started
+        return slot
 
-    def synthesize_custom(self, items: Sequence[CustomItem], sampling: Sampling) -> list[Audio]:
-        return self._inner.synthesize_custom(items, sampling)
+    def step(self, slots: Sequence[Slot]) -> None:
+        started = time.perf_counter()
+        self._inner.step(slots)
+        with self._lock:
+            self.synth_seconds += time.perf_counter() - started
+            self.call_sizes.append(len(slots))
 
-    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        return self._inner.design(text, description, language, sampling)
+    def release(self, slot: Slot) -> None:
+        self._inner.release(slot)
+        with self._lock:
+            self.audio_seconds += slot.count * FRAME_S
 
     def warm_up(self) -> None:
         self._inner.warm_up()
 
     def snapshot(self) -> tuple[float, float, int]:
-        """(engine seconds, audio seconds, calls) so far; differences measure one stretch."""
+        """(engine seconds, audio seconds, steps) so far; differences measure one stretch."""
         with self._lock:
             return self.synth_seconds, self.audio_seconds, len(self.call_sizes)
 
@@ -152,9 +165,14 @@ def _ms(seconds: float) -> float:
 
 
 def _tts_overhead(
-    client: TestClient, engine: TimedEngine, body: dict[str, Any], headers: dict[str, str], n: int
+    client: TestClient,
+    engine: TimedEngine,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    n: int,
+    warmups: int,
 ) -> dict[str, Any]:
-    for _ in range(3):  # warm-up: first requests pay lazy imports, connection and cache setup
+    for _ in range(warmups):  # first requests pay lazy imports, connection and cache setup
         _ok(client.post("/tts", json=body, headers=headers))
     latencies, engine_times, handoffs = [], [], []
     for _ in range(n):
@@ -162,6 +180,8 @@ def _tts_overhead(
         started = time.perf_counter()
         response = _ok(client.post("/tts", json=body, headers=headers))
         latency = time.perf_counter() - started
+        samples, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+        engine.last_output = Audio(samples, rate)
         spent = engine.snapshot()[0] - before
         latencies.append(latency)
         engine_times.append(spent)
@@ -179,6 +199,9 @@ def _tts_overhead(
         "overhead_ms_max": _ms(max(overheads)),
         "handoff_ms": _ms(statistics.median(handoffs)),
         "overhead_to_engine": round(overhead_median / engine_median, 3),
+        "latency_per_audio_s": round(
+            statistics.median(latencies) / engine.last_output.duration_s, 3
+        ),
     }
 
 
@@ -245,35 +268,43 @@ def _batching(
     modes = {"sequential_tts": sequential, "batchtts": batch, "concurrent_tts": concurrent}
     walls: dict[str, list[float]] = {name: [] for name in modes}
     frames: dict[str, list[int]] = {name: [] for name in modes}
-    calls: dict[str, list[int]] = {}
+    calls: dict[str, int] = {}
     for _ in range(rounds):
         for name, run in modes.items():
             _, audio_before, calls_before = engine.snapshot()
             walls[name].append(_timed(run))
             _, audio_after, _ = engine.snapshot()
             frames[name].append(round((audio_after - audio_before) / FRAME_S))
-            calls[name] = engine.call_sizes[calls_before:]
+            calls[name] = max(engine.call_sizes[calls_before:], default=0)
     wall = {name: statistics.median(times) for name, times in walls.items()}
     return {
         "texts": len(TEXTS),
         "rounds": rounds,
         "wall_s": {name: round(seconds, 3) for name, seconds in wall.items()},
         "frames_per_round": frames,
-        "engine_calls": calls,
+        "max_slots_per_step": calls,
         "batchtts_vs_sequential": round(wall["batchtts"] / wall["sequential_tts"], 3),
         "concurrent_vs_sequential": round(wall["concurrent_tts"] / wall["sequential_tts"], 3),
     }
 
 
 def run(
-    models_dir: Path, data_dir: Path, frames: int, requests: int, rounds: int
+    base_dir: Path,
+    data_dir: Path,
+    frames: int,
+    requests: int,
+    rounds: int,
+    dtype: str,
+    warmups: int = 3,
+    kind: str = "stock",
 ) -> dict[str, Any]:
     torch.manual_seed(0)
-    engine = TimedEngine(
-        QwenEngine.load(
-            models_dir / "base", device="cpu", dtype="float32", max_new_tokens_cap=frames
-        )
-    )
+    stock = QwenEngine.load(base_dir, device="cpu", dtype=dtype, max_new_tokens_cap=frames)
+    inner: Engine = StockEngine(stock)
+    if kind != "stock":
+        inner = StepEngine(stock, quant="int8" if kind == "ours-int8" else "none")
+    engine = TimedEngine(inner)
+    models_dir = base_dir.parent
     settings = Settings(
         data_dir=data_dir,
         admin_token=ADMIN_TOKEN,
@@ -288,17 +319,20 @@ def run(
             raise RuntimeError(f"model not ready: {client.get('/ready').text}")
         headers, voice_id = _user_and_voice(client)
         body = {"text": TEXT, "voice_id": voice_id, "language": "English", "seed": SEED}
-        overhead = _tts_overhead(client, engine, body, headers, requests)
+        overhead = _tts_overhead(client, engine, body, headers, requests, warmups)
         speech = engine.last_output
-        batching = _batching(client, engine, voice_id, headers, rounds)
+        batching = _batching(client, engine, voice_id, headers, rounds) if rounds else None
     assert speech is not None
     return {
         "model": engine.info().base_model_id,
+        "engine": kind,
+        "dtype": engine.info().dtype,
         "torch_threads": torch.get_num_threads(),
         "max_new_tokens": frames,
         "tts_overhead": overhead,
         "encode": {"audio_s": round(speech.duration_s, 3), **_encode_figures(speech, 20)},
         "batching": batching,
+        "loadavg": round(os.getloadavg()[0], 2),
     }
 
 
@@ -307,18 +341,33 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", type=Path, help="tiny models (built in a temp dir if unset)"
     )
+    parser.add_argument("--real-dims", action="store_true", help="the real 0.6B sizes")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="real-dims cache")
+    parser.add_argument(
+        "--engines",
+        default="stock:float32",
+        help="comma-separated engine:dtype, engine one of stock, ours (the step loop), ours-int8",
+    )
     parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
     parser.add_argument("--requests", type=int, default=20, help="sequential /tts for overhead")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the batching modes")
+    parser.add_argument("--warmups", type=int, default=3, help="/tts calls before timing")
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        models_dir = args.models_dir
-        if models_dir is None:
-            models_dir = root / "models"
-            make_tiny_models(models_dir)
-        result = run(models_dir, root / "data", args.frames, args.requests, args.rounds)
-    print(json.dumps(result, indent=1))
+        if args.real_dims:
+            base = cached_models(args.data_dir / "models-real-0.6b", dims="real-0.6b").base
+        elif args.models_dir is not None:
+            base = args.models_dir / "base"
+        else:
+            base = make_tiny_models(root / "models").base
+        for index, spec in enumerate(args.engines.split(",")):
+            kind, dtype = spec.split(":")
+            data_dir = root / f"data-{index}"
+            settings = (args.frames, args.requests, args.rounds, dtype, args.warmups, kind)
+            results.append(run(base, data_dir, *settings))
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,29 @@
-"""Engine and scheduler figures on the tiny models; prints one JSON object.
+"""The step loop against stock qwen-tts, side by side in one run; prints one JSON object.
 
-    .venv/bin/python bench/engine.py [--models-dir DIR] [--jobs 8] [--frames 24]
+    .venv/bin/python bench/engine.py [--real-dims] [--data-dir data] [--dtype auto]
+        [--frames 40] [--long-frames 125] [--short-frames 25] [--slots 8]
 
-What it measures, and why:
-* `sequential_s`: N single-item engine calls one after another (what a server without batching
-  does with N concurrent requests); `scheduled_s`: the same N requests submitted at once
-  through the Scheduler, which merges them into padded batches. `speedup` = the ratio.
-* `seconds_per_frame`: wall time per generated 80 ms frame in single-item calls (a frame is
-  one talker step plus the code-predictor steps; RTF = seconds_per_frame / 0.08).
-* `prompt_icl_s` / `prompt_xvector_s`: creating a voice prompt from a 3 s reference at 44.1 kHz
-  (resampling, codec encoding, speaker embedding), median of 5.
-The tiny model's weights are random, so EOS comes at random: frame counts are reported next to
-the times. Numbers on the tiny model show overheads and batching gains, not real-model speed.
+What it measures (issue "Engine v2", point 5), every text running to exactly its frame count
+(EOS disabled on both sides, as on the random real-dims model, where it never wins), so both
+engines make the same frames:
+* `s_per_frame_b1`: one text of `--frames` frames alone: stock `generate` + its decode, against
+  the step loop's job time (prefill, steps, streaming decode). Ratio = stock / ours.
+* `aggregate_frames_per_s` at 1, 4 and 8 concurrent texts: stock = one padded call of N texts
+  (what the old scheduler made of N requests arriving together); ours = N streams submitted at
+  once through the Scheduler (one user each).
+* `first_audio`: a `--long-frames` text (125 frames = 10 s of audio): ours streamed alone
+  (time to the first audio piece) against the same text not streamed (the whole job), then
+  4 such streams at once (p50/p95 of their first audio). Stock's first audio is its whole call
+  (sentence-level streaming could only send a chunk once generated and decoded): one text,
+  and 4 texts merged into one call.
+* `short_during_max_batch`: a `--short-frames` text (2 s) of another user while one user's
+  batch fills every slot (2 x slots texts of `--long-frames`), against the same text on an idle
+  engine. Stock's figure is derived, not run: the old scheduler let a new request wait for the
+  running call of `slots` texts (on average half of it), then ran it: T(call of slots) / 2 +
+  T(short alone), both measured.
+Load average (1-minute, this process included) is reported: the machine is shared; compare the
+two engines only within one run. `--real-dims` uses the random model with the real 0.6B sizes
+(built once under DATA_DIR/models-real-0.6b, like bench/speed.py); default: the tiny models.
 """
 
 from __future__ import annotations
@@ -19,107 +31,227 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
-from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.base import EngineInfo, Item, SynthItem
+from qwen3_tts_server.engine.loop import LoopConfig
+from qwen3_tts_server.engine.qwen import QwenEngine, generate_kwargs
 from qwen3_tts_server.engine.scheduler import Scheduler
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 
-FRAME = 1920
+SAMPLING = Sampling()  # the server's defaults, unseeded
+#: Long enough that every frame budget below is the bench's cap, never the text's.
+TEXT = (
+    "The benchmark reads this text aloud at an easy pace, sentence after sentence, so that "
+    "the model has more than enough words to fill every frame it is asked to make today. "
+) * 2
 
 
-def _reference(seconds: float, sample_rate: int) -> Audio:
-    t = np.arange(int(seconds * sample_rate), dtype=np.float32) / sample_rate
+class Endless:
+    """The step engine with EOS disabled and a settable frame cap: every text makes exactly
+    `frame_cap` frames (a truncation, so the runaway guard does not retry it)."""
+
+    def __init__(self, inner: StepEngine, frame_cap: int) -> None:
+        self.inner = inner
+        self.frame_cap = frame_cap
+
+    def info(self) -> EngineInfo:
+        return self.inner.info()
+
+    def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
+        return self.inner.create_prompt(audio, transcript)
+
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+        slot = self.inner.admit(item, sampling, budget)
+        # The talker may no longer pick EOS (it would also be no valid code to decode).
+        slot.sampler._talker.append(SuppressTokensLogitsProcessor([slot.eos], device="cpu"))
+        return slot
+
+    def step(self, slots: Sequence[Slot]) -> None:
+        self.inner.step(slots)
+
+    def release(self, slot: Slot) -> None:
+        self.inner.release(slot)
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+
+def _stock_call(stock: QwenEngine, items: Sequence[Item], frames: int) -> float:
+    """Seconds of one stock call (generate + decode) making `frames` frames per text."""
+    call = stock.prepare(items)
+    vocab = call.model.model.config.talker_config.vocab_size
+    # A suppressed id as EOS: generation runs to max_new_tokens (= frames + 1 for stock).
+    kwargs = generate_kwargs(SAMPLING, frames + 1) | {"eos_token_id": vocab - 1}
+    started = time.perf_counter()
+    call.run(kwargs)
+    return time.perf_counter() - started
+
+
+def _reference() -> Audio:
+    t = np.arange(3 * 24000, dtype=np.float32) / 24000
     tone = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))
-    return Audio(tone.astype(np.float32), sample_rate)
+    return Audio(tone.astype(np.float32), 24000)
 
 
-def _frames(clips: list[Audio]) -> int:
-    return sum(clip.samples.shape[0] // FRAME for clip in clips)
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
 
 
-def _median_seconds(call: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+async def _first_audio(scheduler: Scheduler, item: Item, user: int) -> tuple[float, float]:
+    """(seconds to the first audio piece, seconds to the end) of one stream."""
+    started = time.perf_counter()
+    first = None
+    async for _ in scheduler.stream([item], SAMPLING, user=user):
+        first = first if first is not None else time.perf_counter() - started
+    assert first is not None
+    return first, time.perf_counter() - started
 
 
-async def _scheduled(scheduler: Scheduler, items: list[SynthItem]) -> list[Audio]:
-    answers = await asyncio.gather(*(scheduler.synthesize([item], Sampling()) for item in items))
-    return [clip for answer in answers for clip in answer]
+async def _streams(scheduler: Scheduler, item: Item, n: int) -> list[tuple[float, float]]:
+    return await asyncio.gather(*(_first_audio(scheduler, item, user) for user in range(n)))
 
 
-def run(models_dir: Path, jobs: int, frames: int) -> dict[str, object]:
+def run(
+    base: Path, dtype: str, frames: int, long_frames: int, short_frames: int, slots: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
-    engine = QwenEngine.load(
-        models_dir / "base", device="cpu", dtype="float32", max_new_tokens_cap=frames
-    )
-    engine.warm_up()
-    reference = _reference(3.0, 44100)
-    prompt = engine.create_prompt(reference, "A short reference sentence for the benchmark.")
-    prompt_icl_s = _median_seconds(lambda: engine.create_prompt(reference, "A reference."), 5)
-    prompt_xvector_s = _median_seconds(lambda: engine.create_prompt(reference, None), 5)
-
-    items = [
-        SynthItem(f"Benchmark sentence number {i}, long enough to fill the cap.", "english", prompt)
-        for i in range(jobs)
-    ]
-    started = time.perf_counter()
-    sequential = [clip for item in items for clip in engine.synthesize([item], Sampling())]
-    sequential_s = time.perf_counter() - started
-
-    scheduler = Scheduler(engine, queue_max=jobs, max_batch=jobs, job_timeout_s=600)
+    stock = QwenEngine.load(base, device="cpu", dtype=dtype)
+    engine = Endless(StepEngine(stock), frames)
+    prompt = stock.create_prompt(_reference(), "A short reference sentence for the benchmark.")
+    item = SynthItem(TEXT, "english", prompt)
+    short = SynthItem("A short request from someone else.", "english", prompt)
+    scheduler = Scheduler(engine, LoopConfig(slots=slots, reserve=2, user_queue_max=4 * slots))
     scheduler.start()
-    started = time.perf_counter()
-    scheduled = asyncio.run(_scheduled(scheduler, items))
-    scheduled_s = time.perf_counter() - started
-    batches = list(scheduler.stats.last_batch_sizes)
-    scheduler.shutdown()
-
-    return {
-        "model": engine.info().base_model_id,
+    _stock_call(stock, [item], 2)  # warm the stock path too
+    result: dict[str, Any] = {
+        "model": stock.info().base_model_id,
+        "dtype": stock.info().dtype,
         "torch_threads": torch.get_num_threads(),
-        "jobs": jobs,
-        "max_new_tokens": frames,
-        "sequential_s": round(sequential_s, 3),
-        "sequential_frames": _frames(sequential),
-        "scheduled_s": round(scheduled_s, 3),
-        "scheduled_frames": _frames(scheduled),
-        "scheduled_batch_sizes": batches,
-        "speedup": round(sequential_s / scheduled_s, 2),
-        "seconds_per_frame": round(sequential_s / max(1, _frames(sequential)), 4),
-        "prompt_icl_s": round(prompt_icl_s, 4),
-        "prompt_xvector_s": round(prompt_xvector_s, 4),
+        "slots": slots,
+        "loadavg_start": round(os.getloadavg()[0], 2),
     }
+    try:
+        # s/frame at batch 1
+        stock_s = _stock_call(stock, [item], frames)
+        ours = asyncio.run(scheduler.generate([item], SAMPLING))
+        ours_s = ours.queued_s + ours.model_s
+        result["s_per_frame_b1"] = {
+            "frames": frames,
+            "stock": round(stock_s / frames, 4),
+            "ours": round(ours_s / frames, 4),
+            "speedup": round(stock_s / ours_s, 2),
+        }
+        # aggregate frames/s at N concurrent texts
+        aggregate: dict[str, Any] = {}
+        for n in (1, 4, 8):
+            stock_s = _stock_call(stock, [item] * n, frames)
+            started = time.perf_counter()
+            asyncio.run(_streams(scheduler, item, n))
+            ours_s = time.perf_counter() - started
+            aggregate[str(n)] = {
+                "stock": round(n * frames / stock_s, 2),
+                "ours": round(n * frames / ours_s, 2),
+                "speedup": round(stock_s / ours_s, 2),
+            }
+        result["aggregate_frames_per_s"] = aggregate
+        # first audio of a 10 s text, alone and with 4 streams
+        engine.frame_cap = long_frames
+        [(alone_first, alone_total)] = asyncio.run(_streams(scheduler, item, 1))
+        whole = asyncio.run(scheduler.generate([item], SAMPLING))
+        whole_s = whole.queued_s + whole.model_s
+        four = asyncio.run(_streams(scheduler, item, 4))
+        firsts = [first for first, _ in four]
+        stock_one = _stock_call(stock, [item], long_frames)
+        stock_four = _stock_call(stock, [item] * 4, long_frames)
+        result["first_audio"] = {
+            "frames": long_frames,
+            "ours": {
+                "alone_first_s": round(alone_first, 3),
+                "alone_stream_total_s": round(alone_total, 3),
+                "not_streamed_s": round(whole_s, 3),
+                "first_vs_not_streamed": round(alone_first / whole_s, 3),
+                "four_streams_first_p50_s": round(_pct(firsts, 50), 3),
+                "four_streams_first_p95_s": round(_pct(firsts, 95), 3),
+                "four_p95_vs_alone": round(_pct(firsts, 95) / alone_first, 2),
+            },
+            "stock": {"alone_first_s": round(stock_one, 3), "four_first_s": round(stock_four, 3)},
+        }
+        # a short request while the largest batch runs
+        engine.frame_cap = short_frames
+        idle = statistics.median(_timed_job(scheduler, short) for _ in range(3))
+        engine.frame_cap = long_frames
+        busy = asyncio.run(_busy(scheduler, engine, item, short, slots, short_frames))
+        stock_batch = _stock_call(stock, [item] * slots, long_frames)
+        stock_short = _stock_call(stock, [short], short_frames)
+        result["short_during_max_batch"] = {
+            "short_frames": short_frames,
+            "batch": f"{2 * slots} texts x {long_frames} frames",
+            "ours": {
+                "idle_s": round(idle, 3),
+                "during_batch_s": round(busy, 3),
+                "ratio": round(busy / idle, 2),
+            },
+            "stock_derived": {
+                "idle_s": round(stock_short, 3),
+                "during_batch_s": round(stock_batch / 2 + stock_short, 3),
+                "ratio": round((stock_batch / 2 + stock_short) / stock_short, 2),
+            },
+        }
+    finally:
+        scheduler.shutdown(drain_s=0)
+    result["loadavg_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def _timed_job(scheduler: Scheduler, item: Item) -> float:
+    started = time.perf_counter()
+    asyncio.run(scheduler.generate([item], SAMPLING))
+    return time.perf_counter() - started
+
+
+async def _busy(
+    scheduler: Scheduler, engine: Endless, item: Item, short: Item, slots: int, short_frames: int
+) -> float:
+    """The short text's latency while 2 x slots long texts of another user run. (A job's
+    budgets are fixed when it is submitted, so the cap can change between the two.)"""
+    batch = asyncio.ensure_future(scheduler.generate([item] * (2 * slots), SAMPLING, user=-1))
+    await asyncio.sleep(0)  # submitted
+    while scheduler.active < slots:
+        await asyncio.sleep(0.001)
+    engine.frame_cap = short_frames
+    started = time.perf_counter()
+    await scheduler.generate([short], SAMPLING, user=-2)
+    seconds = time.perf_counter() - started
+    await batch
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--models-dir", type=Path, help="tiny models (built in a temp dir if unset)"
-    )
-    parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=24, help="max_new_tokens cap per call")
+    parser.add_argument("--real-dims", action="store_true", help="the real 0.6B sizes")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="model cache")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--long-frames", type=int, default=125)
+    parser.add_argument("--short-frames", type=int, default=25)
+    parser.add_argument("--slots", type=int, default=8)
     args = parser.parse_args()
-    if args.models_dir is not None:
-        result = run(args.models_dir, args.jobs, args.frames)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            make_tiny_models(tmp)
-            result = run(Path(tmp), args.jobs, args.frames)
-    print(json.dumps(result, indent=1))
+    dims = "real-0.6b" if args.real_dims else "tiny"
+    base = cached_models(args.data_dir / f"models-{dims}", dims=dims).base
+    figures = (args.frames, args.long_frames, args.short_frames, args.slots)
+    print(json.dumps(run(base, args.dtype, *figures), indent=1))
 
 
 if __name__ == "__main__":

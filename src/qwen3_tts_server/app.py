@@ -53,6 +53,7 @@ EXPOSED_HEADERS = [
     "X-Latency-Ms-Total",
     "X-Sample-Rate",
     "X-First-Audio-Ms",
+    "X-Finish-Reason",
     "X-Request-Id",
     "Retry-After",
 ]

@@ -219,11 +219,21 @@ def models_download() -> None:
 def make_tiny(
     out_dir: Path,
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    dims: Annotated[
+        str,
+        typer.Option(
+            help="Size preset: tiny (tests, demo) or real-0.6b (the published 0.6B sizes, "
+            "random weights, ~2.4 GB: speed measurements)."
+        ),
+    ] = "tiny",
 ) -> None:
-    """Build tiny random models with the real architecture (offline tests and demo)."""
+    """Build random models with the real architecture (offline tests, demo, benchmarks)."""
+    from qwen3_tts_server.engine.dims import PRESETS
     from qwen3_tts_server.engine.tiny import make_tiny_models
 
-    make_tiny_models(out_dir, seed=seed)
+    if dims not in PRESETS:
+        _fail(f"--dims must be one of {', '.join(sorted(PRESETS))}, got {dims!r}", code=2)
+    make_tiny_models(out_dir, seed=seed, dims=dims)
     _print_json({"models": sorted(str(p) for p in out_dir.iterdir() if p.is_dir())})
 
 

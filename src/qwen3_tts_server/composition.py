@@ -14,6 +14,7 @@ from qwen3_tts_server.config import Settings, resolve_secrets
 from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.db.session import make_engine, make_session_factory, upgrade
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
+from qwen3_tts_server.engine.loop import LoopConfig
 from qwen3_tts_server.engine.scheduler import Scheduler
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
@@ -52,14 +53,16 @@ def build_context(
     sessions = make_session_factory(db)
 
     def make_scheduler(engine: Engine) -> Scheduler:
-        scheduler = Scheduler(
-            engine,
+        config = LoopConfig(
+            slots=settings.engine_max_batch,
+            reserve=settings.engine_reserve_slots,
             queue_max=settings.queue_max,
-            max_batch=settings.engine_max_batch,
-            job_timeout_s=settings.job_timeout_s,
+            user_queue_max=settings.user_queue_max,
+            drain_s=settings.shutdown_drain_s,
         )
-        scheduler.on_batch = metrics.observe_batch
-        return scheduler
+        return Scheduler(
+            engine, config, job_timeout_s=settings.job_timeout_s, on_step=metrics.observe_step
+        )
 
     runtime = ModelRuntime(load_engine, make_scheduler)
     metrics.watch_runtime(runtime)
@@ -91,7 +94,7 @@ def build_context(
         voices=voices,
         speakers=speakers,
         synthesis=synthesis,
-        streaming=StreamingService(runtime, synthesis, ledger, settings.engine_max_batch),
+        streaming=StreamingService(runtime, synthesis, ledger),
         realtime=RealtimeService(synthesis, runtime, ledger, speakers, settings.chunk_max_chars),
         metrics=metrics,
     )

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     allow_download: bool = True
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    #: int8 weights for the talker and code predictor on CPU (faster, codes differ): README.
+    quant: Literal["none", "int8"] = "none"
+    #: CPU threads for the model (unset: the CPUs this process may run on).
+    torch_threads: int | None = Field(None, ge=1)
 
     admin_token: SecretStr | None = None
     hmac_secret: SecretStr | None = None
@@ -66,9 +70,17 @@ class Settings(BaseSettings):
     sampling_top_p: float = Field(Sampling.top_p, gt=0, le=1)
     sampling_repetition_penalty: float = Field(Sampling.repetition_penalty, gt=0)
 
+    #: Unfinished jobs (API calls) the scheduler holds in total, and per user.
     queue_max: int = Field(64, ge=1)
+    user_queue_max: int = Field(16, ge=1)
+    #: Slots (texts generated side by side); reserve slots only go to users holding none.
     engine_max_batch: int = Field(8, ge=1)
+    engine_reserve_slots: int = Field(2, ge=0)
     job_timeout_s: float = Field(600.0, gt=0)
+    #: Frames (80 ms) one sentence chunk may make at most; each text gets less, its own budget.
+    max_frames: int = Field(2048, ge=1)
+    #: On shutdown, running and queued work may finish for this long, then it is cancelled.
+    shutdown_drain_s: float = Field(10.0, ge=0)
     chunk_max_chars: int = Field(300, ge=20)
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)

@@ -18,9 +18,15 @@ from qwen3_tts_server.engine.qwen import (
     local_model_dir,
     resolve_model_paths,
 )
+from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.threads import apply_torch_threads
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
 TINY_MODELS_SUBDIR = "tiny-models"
+#: Frame cap of the tiny models: their random weights often never reach EOS within a text's
+#: budget, which the runaway guard treats as a failure. Capped below every text's budget
+#: (at least 26 frames), a sentence ends at EOS or is cut at 2 s, as the demo expects.
+TINY_MAX_FRAMES = 25
 
 
 def _repos(settings: Settings) -> dict[str, str]:
@@ -58,13 +64,16 @@ def engine_loader(settings: Settings) -> EngineLoader:
     paths = resolve_paths(settings)
 
     def load() -> Engine:
-        return QwenEngine.load(
+        apply_torch_threads(settings.torch_threads)
+        stock = QwenEngine.load(
             paths.base,
             paths.voice_design,
             paths.custom_voice,
             device=settings.device,
             dtype=settings.dtype,
+            max_new_tokens_cap=settings.max_frames,
         )
+        return StepEngine(stock, quant=settings.quant)
 
     return load
 
@@ -83,5 +92,6 @@ def tiny_model_settings(settings: Settings) -> Settings:
             "model_voicedesign_repo": str(root / "voice_design"),
             "model_custom_repo": str(root / "custom_voice"),
             "allow_download": False,
+            "max_frames": min(settings.max_frames, TINY_MAX_FRAMES),
         }
     )

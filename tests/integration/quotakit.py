@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from support import admin_headers, reference_audio
 
-from qwen3_tts_server.engine.base import Engine
+from qwen3_tts_server.engine.base import DesignItem, Engine, Item
+from qwen3_tts_server.engine.stepper import Slot
 from qwen3_tts_server.services.voices import coverage_phrase
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -39,20 +40,18 @@ class CountingEngine:
         self.prompts = 0
         self.designs = 0
 
-    def synthesize(self, items: Sequence[Any], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         with self.lock:
-            self.texts.extend(item.text for item in items)
-        return self.inner.synthesize(items, sampling)
+            if isinstance(item, DesignItem):
+                self.designs += 1
+            else:
+                self.texts.append(item.text)
+        return self.inner.admit(item, sampling, budget)
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         with self.lock:
             self.prompts += 1
         return self.inner.create_prompt(audio, transcript)
-
-    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        with self.lock:
-            self.designs += 1
-        return self.inner.design(text, description, language, sampling)
 
     def warm_up(self) -> None:
         self.inner.warm_up()

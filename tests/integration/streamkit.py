@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,28 +16,28 @@ from support import clone_voice, new_user_key
 
 from conftest import LiveServer
 from qwen3_tts_server.engine.base import (
-    Audio,
     Engine,
     EngineError,
     InvalidInput,
+    Item,
     Sampling,
-    SynthItem,
 )
 from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.stepper import Slot
 
 #: Five sentences of under 20 characters: with CHUNK_MAX_CHARS=20 each is its own chunk, and
-#: with ENGINE_MAX_BATCH=2 the stream makes three model calls: [1], [2, 3], [4, 5].
+#: with ENGINE_MAX_BATCH=1 they take the one slot in turn: chunk n is admitted (call n) only
+#: once chunk n - 1 has ended, after all its audio was handed over.
 TEXT = "The first sentence. The second one. A third sentence. Then a fourth. And the fifth."
-SETTINGS: dict[str, Any] = {"chunk_max_chars": 20, "engine_max_batch": 2}
-CALLS = [[0], [1, 2], [3, 4]]
-#: How long a held model call waits for the test before failing (only reached on a bug).
+SETTINGS: dict[str, Any] = {"chunk_max_chars": 20, "engine_max_batch": 1}
+#: How long a held admission waits for the test before failing (only reached on a bug).
 HOLD_LIMIT_S = 60.0
 
 
 class ScriptedEngine:
-    """The session engine, with a script for its synthesize calls (numbered from 1, warm-up
-    not counted): call `hold` waits until the test sets `release`; call `fail` raises.
-    `outputs` has the sample count of each item of each finished call."""
+    """The session engine, with a script for its admissions (one per sentence chunk, numbered
+    from 1, warm-up not counted): admission `hold` waits until the test sets `proceed`
+    (the whole step loop waits with it); admission `fail` raises."""
 
     def __init__(self, inner: Engine, *, hold: int | None = None, fail: int | None = None):
         self.inner = inner
@@ -46,19 +46,17 @@ class ScriptedEngine:
         self.calls = 0
         self.outputs: list[list[int]] = []
         self.holding = threading.Event()
-        self.release = threading.Event()
+        self.proceed = threading.Event()
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         self.calls += 1
         if self.calls == self.fail:
             raise InvalidInput(f"scripted failure of call {self.calls}")
         if self.calls == self.hold:
             self.holding.set()
-            if not self.release.wait(HOLD_LIMIT_S):
+            if not self.proceed.wait(HOLD_LIMIT_S):
                 raise EngineError("the test never released the held call")
-        audio = self.inner.synthesize(items, sampling)
-        self.outputs.append([part.samples.shape[0] for part in audio])
-        return audio
+        return self.inner.admit(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the real engine's."""

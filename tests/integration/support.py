@@ -20,6 +20,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from qwen3_tts_server.config import Settings
+from qwen3_tts_server.engine.base import CustomItem, DesignItem
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -204,13 +205,12 @@ class RecordingEngine:
         self.custom_items: list[Any] = []
         self.descriptions: list[str] = []
 
-    def synthesize_custom(self, items: Any, sampling: Any) -> Any:
-        self.custom_items.extend(items)
-        return self.inner.synthesize_custom(items, sampling)
-
-    def design(self, text: str, description: str, language: str, sampling: Any) -> Any:
-        self.descriptions.append(description)
-        return self.inner.design(text, description, language, sampling)
+    def admit(self, item: Any, sampling: Any, budget: int) -> Any:
+        if isinstance(item, CustomItem):
+            self.custom_items.append(item)
+        elif isinstance(item, DesignItem):
+            self.descriptions.append(item.description)
+        return self.inner.admit(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -380,6 +380,13 @@ def test_serve_without_models_exits_with_advice(
     assert "MODELS_DIR" in result.stderr and "make demo" in result.stderr
 
 
+def test_make_tiny_refuses_an_unknown_size_preset(tmp_path: Path) -> None:
+    result = cli("models", "make-tiny", "--dims", "huge", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "--dims must be one of real-0.6b, tiny" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- help ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("args", "expected"),
@@ -389,7 +396,7 @@ def test_serve_without_models_exits_with_advice(
         (["models"], ["download", "make-tiny", "list"]),
         (["db"], ["upgrade"]),
         (["admin", "revoke-key"], ["user_id", "key_id"]),
-        (["models", "make-tiny"], ["out_dir", "--seed"]),
+        (["models", "make-tiny"], ["out_dir", "--seed", "--dims", "real-0.6b"]),
         (["serve"], ["--host", "--port"]),
         (["demo"], ["--data-dir", "--host", "--port"]),
     ],

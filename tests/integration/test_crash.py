@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 from support import ADMIN_TOKEN, assert_no_orphans, clone_voice, media_files, new_user_key
 
+from qwen3_tts_server.wiring import TINY_MAX_FRAMES
+
 #: Long enough that a real process loads the tiny models, warms up and answers.
 START_LIMIT_S = 180.0
 #: Short texts: the tiny model's random weights rarely stop early, so a text runs to its frame
@@ -61,6 +63,9 @@ def server_process(models: Path, data_dir: Path, log: Path) -> Iterator[tuple[st
         "RECOVERY_GRACE_S": "0",  # the only server: everything it finds at start is a crash's
         "ENGINE_MAX_BATCH": "4",
         "CHUNK_MAX_CHARS": "20",
+        # The demo's frame cap: random weights rarely say EOS, so without it every text would
+        # look like a runaway (a frame budget hit, 503) instead of a cut at the operator's cap.
+        "MAX_FRAMES": str(TINY_MAX_FRAMES),
         "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
         "MEDIA_DIR": str(data_dir / "media"),
     }

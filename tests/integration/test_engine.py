@@ -33,7 +33,7 @@ from qwen3_tts_server.engine.tiny import make_tiny_models
 FRAME = 1920  # samples per 80 ms codec frame at 24 kHz
 
 
-def assert_plausible(clip: Audio, engine: QwenEngine) -> None:
+def assert_plausible(clip: Audio, stock: QwenEngine) -> None:
     """Real decoder output: float32 at 24 kHz, whole frames, within the generation cap.
 
     In ICL mode qwen-tts cuts the reference part off with int(ratio x length), which can keep
@@ -42,7 +42,7 @@ def assert_plausible(clip: Audio, engine: QwenEngine) -> None:
     assert clip.sample_rate == 24000
     assert clip.samples.dtype == np.float32 and clip.samples.ndim == 1
     assert clip.samples.shape[0] % FRAME <= 1
-    assert FRAME <= clip.samples.shape[0] <= engine.max_new_tokens_cap * FRAME + 1
+    assert FRAME <= clip.samples.shape[0] <= stock.max_new_tokens_cap * FRAME + 1
     assert np.isfinite(clip.samples).all() and float(np.abs(clip.samples).max()) > 0
 
 
@@ -64,14 +64,14 @@ def prompt_shape(config: dict[str, Any]) -> dict[str, int]:
 
 
 @pytest.fixture
-def read(engine: QwenEngine, base_config: dict[str, Any]) -> Callable[[bytes], PromptData]:
+def read(stock: QwenEngine, base_config: dict[str, Any]) -> Callable[[bytes], PromptData]:
     """Decode prompt bytes for this model, with the dimensions from its config.json."""
-    model_id = engine.info().base_model_id
+    model_id = stock.info().base_model_id
     return lambda data: decode_prompt(data, model_id=model_id, **prompt_shape(base_config))
 
 
-def test_info_describes_the_loaded_models(engine: QwenEngine, base_config: dict[str, Any]) -> None:
-    info = engine.info()
+def test_info_describes_the_loaded_models(stock: QwenEngine, base_config: dict[str, Any]) -> None:
+    info = stock.info()
     # The tiny model is named by its seed (0, as conftest builds it) and, like every model, by
     # its speaker-embedding width, so a prompt from another size is never fed to it.
     assert base_config[TINY_MARKER] == 0
@@ -81,12 +81,12 @@ def test_info_describes_the_loaded_models(engine: QwenEngine, base_config: dict[
     assert {"vivian", "ryan", "eric", "dylan"} <= set(info.speakers)
 
 
-def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
+def test_warm_up_runs_every_model(stock: QwenEngine) -> None:
     """Each loaded model's talker and speech decoder run at least once during warm-up."""
     models = {
-        "base": engine._base.model,
-        "voice_design": engine._voice_design.model,
-        "custom_voice": engine._custom_voice.model,
+        "base": stock._base.model,
+        "voice_design": stock._voice_design.model,
+        "custom_voice": stock._custom_voice.model,
     }
     watched = {
         f"{name} {part}": module
@@ -102,7 +102,7 @@ def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
         for label, module in watched.items()
     ]
     try:
-        engine.warm_up()
+        stock.warm_up()
     finally:
         for hook in hooks:
             hook.remove()
@@ -110,12 +110,12 @@ def test_warm_up_runs_every_model(engine: QwenEngine) -> None:
 
 
 def test_prompt_creation_icl_and_x_vector(
-    engine: QwenEngine,
+    stock: QwenEngine,
     make_audio: Callable[..., Audio],
     read: Callable[[bytes], PromptData],
     base_config: dict[str, Any],
 ) -> None:
-    icl = read(engine.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
+    icl = read(stock.create_prompt(make_audio(seconds=1.5), "  Hello there.  "))
     assert icl.icl and not icl.x_vector_only and icl.ref_text == "Hello there."
     shape = prompt_shape(base_config)
     assert icl.ref_code is not None  # ceil(1.5 s x 12.5 frames/s) frames of every code group
@@ -123,120 +123,120 @@ def test_prompt_creation_icl_and_x_vector(
     assert icl.spk_embedding.shape == (shape["embedding_size"],)
 
     # 16 kHz input: resampled to 24 kHz inside qwen-tts; a blank transcript means x-vector only
-    xvec = read(engine.create_prompt(make_audio(sample_rate=16000), "   "))
+    xvec = read(stock.create_prompt(make_audio(sample_rate=16000), "   "))
     assert xvec.x_vector_only and not xvec.icl
     assert xvec.ref_code is None and xvec.ref_text is None
 
 
 def test_prompt_creation_refuses_unusable_audio(
-    engine: QwenEngine, make_audio: Callable[..., Audio]
+    stock: QwenEngine, make_audio: Callable[..., Audio]
 ) -> None:
     with pytest.raises(InvalidInput, match="at least"):
-        engine.create_prompt(make_audio(seconds=0.1), "Too short.")
+        stock.create_prompt(make_audio(seconds=0.1), "Too short.")
     noisy = make_audio()
     noisy.samples[10] = np.nan
     with pytest.raises(InvalidInput, match="non-finite"):
-        engine.create_prompt(noisy, None)
+        stock.create_prompt(noisy, None)
     stereo = Audio(np.zeros((24000, 2), dtype=np.float32), 24000)
     with pytest.raises(InvalidInput, match="mono"):
-        engine.create_prompt(stereo, None)
+        stock.create_prompt(stereo, None)
 
 
 def test_prompt_bytes_round_trip_exactly(
-    engine: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
+    stock: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
 ) -> None:
     for data in voice_prompts.values():
         prompt = read(data)
-        assert encode_prompt(prompt, engine.info().base_model_id) == data
+        assert encode_prompt(prompt, stock.info().base_model_id) == data
     icl = read(voice_prompts["icl"])
-    again = read(encode_prompt(icl, engine.info().base_model_id))
+    again = read(encode_prompt(icl, stock.info().base_model_id))
     assert again.ref_code is not None and icl.ref_code is not None
     assert torch.equal(again.ref_code, icl.ref_code)
     assert torch.equal(again.spk_embedding, icl.spk_embedding)
     assert (again.ref_text, again.icl, again.x_vector_only) == (icl.ref_text, True, False)
 
 
-def test_synthesize_one_text(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
-    [clip] = engine.synthesize(
+def test_synthesize_one_text(stock: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+    [clip] = stock.synthesize(
         [SynthItem("Hello world.", "english", voice_prompts["icl"])], Sampling()
     )
-    assert_plausible(clip, engine)
+    assert_plausible(clip, stock)
 
 
 def test_synthesize_several_texts_voices_and_languages_in_one_call(
-    engine: QwenEngine, voice_prompts: dict[str, bytes]
+    stock: QwenEngine, voice_prompts: dict[str, bytes]
 ) -> None:
     items = [
         SynthItem(f"Sentence number {i}.", language, voice_prompts["icl" if i % 2 else "xvec"])
         for i, language in enumerate(LANGUAGES)
     ]
-    clips = engine.synthesize(items, Sampling())
+    clips = stock.synthesize(items, Sampling())
     assert len(clips) == len(LANGUAGES)
     for clip in clips:
-        assert_plausible(clip, engine)
+        assert_plausible(clip, stock)
 
 
-def test_same_seed_same_audio(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+def test_same_seed_same_audio(stock: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
     items = [
         SynthItem("Reproducible, please.", "auto", voice_prompts["icl"]),
         SynthItem("你好，世界。", "chinese", voice_prompts["xvec"]),
     ]
-    first = engine.synthesize(items, Sampling(seed=42))
-    engine.synthesize(items, Sampling())  # moves the global RNG on
-    second = engine.synthesize(items, Sampling(seed=42))
+    first = stock.synthesize(items, Sampling(seed=42))
+    stock.synthesize(items, Sampling())  # moves the global RNG on
+    second = stock.synthesize(items, Sampling(seed=42))
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(a.samples, b.samples)
     greedy = Sampling(temperature=0.0)
     assert np.array_equal(
-        engine.synthesize(items[:1], greedy)[0].samples,
-        engine.synthesize(items[:1], greedy)[0].samples,
+        stock.synthesize(items[:1], greedy)[0].samples,
+        stock.synthesize(items[:1], greedy)[0].samples,
     )
 
 
-def test_custom_voice_with_real_speaker_names(engine: QwenEngine) -> None:
+def test_custom_voice_with_real_speaker_names(stock: QwenEngine) -> None:
     items = [
         CustomItem("Hi from Vivian.", "english", "Vivian"),
         CustomItem("Hi from Ryan.", "german", "ryan", instruct="Cheerful."),
         CustomItem("四川话。", "chinese", "eric"),  # dialect speaker: the language id is swapped
         CustomItem("Auto.", "auto", "DYLAN"),
     ]
-    for clip in engine.synthesize_custom(items, Sampling()):
-        assert_plausible(clip, engine)
+    for clip in stock.synthesize_custom(items, Sampling()):
+        assert_plausible(clip, stock)
     with pytest.raises(InvalidInput, match="Unsupported speakers"):
-        engine.synthesize_custom([CustomItem("Hi.", "english", "nobody")], Sampling())
+        stock.synthesize_custom([CustomItem("Hi.", "english", "nobody")], Sampling())
     with pytest.raises(InvalidInput, match="blank"):
-        engine.synthesize_custom([CustomItem("Hi.", "english", " ")], Sampling())
+        stock.synthesize_custom([CustomItem("Hi.", "english", " ")], Sampling())
 
 
-def test_voice_design(engine: QwenEngine) -> None:
-    clip = engine.design("A designed voice.", "A calm, deep narrator.", "french", Sampling(seed=1))
-    assert_plausible(clip, engine)
+def test_voice_design(stock: QwenEngine) -> None:
+    clip = stock.design("A designed voice.", "A calm, deep narrator.", "french", Sampling(seed=1))
+    assert_plausible(clip, stock)
     with pytest.raises(InvalidInput, match="description"):
-        engine.design("Text.", "  ", "english", Sampling())
+        stock.design("Text.", "  ", "english", Sampling())
 
 
-def test_bad_inputs_are_invalid_input(engine: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
+def test_bad_inputs_are_invalid_input(stock: QwenEngine, voice_prompts: dict[str, bytes]) -> None:
     with pytest.raises(InvalidInput, match="klingon"):
-        engine.synthesize([SynthItem("Hi.", "klingon", voice_prompts["icl"])], Sampling())
+        stock.synthesize([SynthItem("Hi.", "klingon", voice_prompts["icl"])], Sampling())
     with pytest.raises(InvalidInput, match="blank"):
-        engine.synthesize([SynthItem("  ", "english", voice_prompts["icl"])], Sampling())
-    assert engine.synthesize([], Sampling()) == []
+        stock.synthesize([SynthItem("  ", "english", voice_prompts["icl"])], Sampling())
+    assert stock.synthesize([], Sampling()) == []
 
 
 def test_foreign_prompts_are_refused(
-    engine: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
+    stock: QwenEngine, voice_prompts: dict[str, bytes], read: Callable[[bytes], PromptData]
 ) -> None:
     prompt = read(voice_prompts["icl"])
     other_model = encode_prompt(prompt, "Qwen3-TTS-12Hz-1.7B-Base:2048")
     wider = PromptData(None, torch.zeros(2048), True, False, None)
-    same_id_other_size = encode_prompt(wider, engine.info().base_model_id)
+    same_id_other_size = encode_prompt(wider, stock.info().base_model_id)
     for data in (other_model, same_id_other_size):
         with pytest.raises(PromptMismatch, match="recreate"):
-            engine.synthesize([SynthItem("Hi.", "english", data)], Sampling())
+            stock.synthesize([SynthItem("Hi.", "english", data)], Sampling())
 
 
 def test_damaged_prompts_are_refused(
-    engine: QwenEngine, voice_prompts: dict[str, bytes], base_config: dict[str, Any]
+    stock: QwenEngine, voice_prompts: dict[str, bytes], base_config: dict[str, Any]
 ) -> None:
     data = voice_prompts["icl"]
     rng = np.random.default_rng(0)
@@ -246,12 +246,12 @@ def test_damaged_prompts_are_refused(
         flipped = bytearray(data)
         flipped[position] ^= 0x41
         damaged.append(bytes(flipped))
-    model_id = engine.info().base_model_id
+    model_id = stock.info().base_model_id
     for blob in damaged:
         with pytest.raises(PromptCorrupt):
             decode_prompt(blob, model_id=model_id, **prompt_shape(base_config))
     with pytest.raises(PromptCorrupt):
-        engine.synthesize([SynthItem("Hi.", "english", damaged[-1])], Sampling())
+        stock.synthesize([SynthItem("Hi.", "english", damaged[-1])], Sampling())
 
 
 def test_missing_models_are_unavailable(tiny_models_dir: Path) -> None:

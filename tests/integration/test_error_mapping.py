@@ -1,11 +1,10 @@
 """How the engine's and the runtime's failures reach a client: status, body, headers, and no
-charge. The engine is the real one on the tiny model; a wrapper makes its synthesis fail."""
+charge. The engine is the real one on the tiny model; a wrapper makes its admissions fail."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,25 +16,27 @@ from qwen3_tts_server.engine.base import (
     Engine,
     EngineInfo,
     InvalidInput,
+    Item,
     JobTimeout,
     ModelUnavailable,
     PromptCorrupt,
     PromptMismatch,
     QueueFull,
+    Runaway,
     ShuttingDown,
-    SynthItem,
 )
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.values import Sampling
 
 
 class FailingEngine:
-    """The session engine, except that synthesis raises `error`."""
+    """The session engine, except that admitting a text raises `error`."""
 
     def __init__(self, inner: Engine, error: Exception) -> None:
         self.inner = inner
         self.error = error
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         raise self.error
 
     def __getattr__(self, name: str) -> Any:
@@ -54,6 +55,7 @@ _MISMATCH_HINT = "recreate it with this server's model"
         (QueueFull(7), 429, "retry in 7 s", {"retry-after": "7"}),
         (JobTimeout("no answer in time"), 503, "no answer in time", {}),
         (ShuttingDown("going down"), 503, "going down", {}),
+        (Runaway("never stopped"), 503, "never stopped", {}),
         (ModelUnavailable("no such model"), 503, "no such model", {}),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,

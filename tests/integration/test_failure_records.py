@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from sqlalchemy.engine import make_url
 from streamkit import ScriptedEngine
 from support import AppFactory
 
-from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.engine.base import Engine, EngineInfo, Item
+from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.values import Sampling
 
 #: FLAC holds no rate above 655 350 Hz: libsndfile refuses to write this one.
 FLAC_REFUSES = 700_000
@@ -33,8 +34,8 @@ class RelabelledEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
 
-    def synthesize(self, items: Sequence[Any], sampling: Sampling) -> list[Audio]:
-        return [Audio(a.samples, FLAC_REFUSES) for a in self.inner.synthesize(items, sampling)]
+    def info(self) -> EngineInfo:
+        return replace(self.inner.info(), sample_rate=FLAC_REFUSES)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -46,9 +47,9 @@ class OutOfMemoryEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
 
-    def synthesize(self, items: Sequence[Any], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         bytearray(1 << 62)  # far past any machine's memory: raises MemoryError at once
-        return self.inner.synthesize(items, sampling)
+        return self.inner.admit(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -145,10 +146,10 @@ def test_a_database_outage_mid_call_is_a_503_and_the_hold_is_released_at_the_nex
     try:
         assert held.holding.wait(30)  # reserved, and the model is working
         _set_connections(postgres_url, allowed=False)
-        held.release.set()
+        held.proceed.set()
         call.join(timeout=120)
     finally:
-        held.release.set()
+        held.proceed.set()
         _set_connections(postgres_url, allowed=True)
     [response] = answers
     assert response.status_code == 503

@@ -25,32 +25,34 @@ from typing import Any
 
 from support import AppFactory, assert_no_orphans, clone_voice, media_files, new_user_key
 
-from qwen3_tts_server.engine.base import Engine, EngineError, Sampling, SynthItem
+from qwen3_tts_server.engine.base import Engine, EngineError, Item
+from qwen3_tts_server.engine.stepper import Slot
 from qwen3_tts_server.storage.blobs import BlobStore
-from qwen3_tts_server.values import Audio
+from qwen3_tts_server.values import Sampling
 
 HOLD_LIMIT_S = 60.0
 
 
 class HoldingEngine:
-    """The session engine; after `hold_next()`, its next synthesize call waits for `release`."""
+    """The session engine; after `hold_next()`, its next admission (and with it the whole step
+    loop) waits for `proceed`."""
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.armed = False
         self.holding = threading.Event()
-        self.release = threading.Event()
+        self.proceed = threading.Event()
 
     def hold_next(self) -> None:
         self.armed = True
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         if self.armed:
             self.armed = False
             self.holding.set()
-            if not self.release.wait(HOLD_LIMIT_S):
+            if not self.proceed.wait(HOLD_LIMIT_S):
                 raise EngineError("the test never released the held call")
-        return self.inner.synthesize(items, sampling)
+        return self.inner.admit(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -76,7 +78,7 @@ def test_deleting_a_voice_during_its_own_stored_batch_leaves_no_orphan(
         )
         assert held.holding.wait(HOLD_LIMIT_S)
         assert client.delete(f"/voices/{voice_id}", headers=headers).status_code == 200
-        held.release.set()
+        held.proceed.set()
         response = batch.result(timeout=HOLD_LIMIT_S)
 
     assert response.status_code == 200, response.text

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import websockets
 from fastapi import FastAPI
@@ -22,9 +21,9 @@ from support import AppFactory, admin_headers, clone_voice, make_settings, new_u
 
 from conftest import LiveServer, no_model
 from qwen3_tts_server.app import create_app
-from qwen3_tts_server.engine.base import CustomItem, Engine, EngineInfo, SynthItem
+from qwen3_tts_server.engine.base import DesignItem, Engine
 from qwen3_tts_server.observability import configure_logging
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.values import Sampling
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -134,49 +133,33 @@ def test_model_state_and_queue_depth_without_a_model(client: TestClient) -> None
     samples = scrape(client)
     assert value(samples, "qwen3_tts_model_state") == -1  # the loader failed
     assert value(samples, "qwen3_tts_queue_depth") == 0
-    assert value(samples, "qwen3_tts_engine_batches_total") == 0
+    assert value(samples, "qwen3_tts_engine_steps_total") == 0
     assert not any(name == "qwen3_tts_model_info" for name, _labels in samples)
 
 
-class IdleEngine:
-    """Loads at once and answers designs with silence: enough for a ready, running scheduler."""
-
-    def info(self) -> EngineInfo:
-        return EngineInfo("test/idle", "cpu", "float32", 24000, True, False)
-
-    def warm_up(self) -> None:
-        pass
-
-    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        return Audio(np.zeros(2400, dtype=np.float32), 24000)
-
-    def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
-        raise AssertionError("not used")
-
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
-        raise AssertionError("not used")
-
-    def synthesize_custom(self, items: Sequence[CustomItem], sampling: Sampling) -> list[Audio]:
-        raise AssertionError("not used")
-
-
-def test_ready_model_and_batches_reach_the_scrape(make_client: AppFactory) -> None:
-    """The app's own wiring feeds the batch histograms: nothing is hooked up here."""
-    client = make_client(IdleEngine)
+def test_ready_model_and_steps_reach_the_scrape(make_client: AppFactory, engine: Engine) -> None:
+    """The app's own wiring feeds the step histograms: nothing is hooked up here."""
+    client = make_client(lambda: engine)
     scheduler = app_of(client).state.context.runtime.loaded().scheduler
-    asyncio.run(scheduler.design("Hello.", "a calm voice", "english", Sampling()))
+    result = asyncio.run(scheduler.generate([DesignItem("Hello.", "english", "calm")], Sampling()))
+    [chunk] = result.chunks
 
     samples = scrape(client)
+    info = engine.info()
     assert value(samples, "qwen3_tts_model_state") == 1
-    assert (
-        value(samples, "qwen3_tts_model_info", model="test/idle", device="cpu", dtype="float32")
-        == 1
-    )
+    labels = {"model": info.base_model_id, "device": "cpu", "dtype": "float32"}
+    assert value(samples, "qwen3_tts_model_info", **labels) == 1
     assert value(samples, "qwen3_tts_queue_depth") == 0
-    assert value(samples, "qwen3_tts_engine_batches_total") == 1
+    assert value(samples, "qwen3_tts_engine_active_slots") == 0
+    assert value(samples, "qwen3_tts_engine_steps_total") == chunk.frames
+    assert value(samples, "qwen3_tts_engine_frames_total") == chunk.frames
     assert value(samples, "qwen3_tts_engine_jobs_total", outcome="ok") == 1
-    assert value(samples, "qwen3_tts_engine_batch_size_count", op="design") == 1
-    assert value(samples, "qwen3_tts_engine_batch_size_sum", op="design") == 1
+    reason = chunk.finish_reason
+    assert value(samples, "qwen3_tts_engine_chunks_total", finish_reason=reason) == 1
+    assert value(samples, "qwen3_tts_engine_chunk_retries_total") == 0
+    assert value(samples, "qwen3_tts_engine_runaways_total") == 0
+    assert value(samples, "qwen3_tts_engine_step_size_count") == chunk.frames
+    assert value(samples, "qwen3_tts_engine_step_size_sum") == chunk.frames
 
 
 def test_charges_and_audio_reach_the_scrape(make_client: AppFactory, engine: Engine) -> None:

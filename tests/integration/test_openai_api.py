@@ -28,7 +28,6 @@ from test_failure_records import OutOfMemoryEngine
 
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.services.speakers import OPENAI_VOICES
-from qwen3_tts_server.values import Sampling
 
 SPEECH = "/v1/audio/speech"
 
@@ -243,10 +242,12 @@ def test_instructions_reach_preset_speakers(make_client: AppFactory, engine: Eng
 
 
 def test_instructions_for_a_designed_voice_go_to_the_voicedesign_model(
-    api: TestClient, engine: Engine
+    make_client: AppFactory, engine: Engine
 ) -> None:
     """A designed voice with instructions is its description plus the instructions, spoken by
-    the VoiceDesign model: sample for sample what that model makes of them."""
+    the VoiceDesign model (what reaches the model: the tiny model's audio cannot tell)."""
+    recorder = RecordingEngine(engine)
+    api = make_client(load_engine=lambda: recorder)
     _, headers = new_user_key(api)
     designed = api.post(
         "/designvoice",
@@ -255,11 +256,8 @@ def test_instructions_for_a_designed_voice_go_to_the_voicedesign_model(
     )
     assert designed.status_code == 200, designed.text
     told = _seeded(api, headers, voice="Warm", instructions="Sound surprised.")
-    audio = engine.design(
-        "Hello there.", "A warm, calm voice. Sound surprised.", "auto", Sampling(seed=11)
-    )
-    expected = np.clip(audio.samples, -1, 1)
-    assert np.abs(told / 32767 - expected).max() < 2e-4
+    assert told.size > 0
+    assert recorder.descriptions[-1] == "A warm, calm voice. Sound surprised."
 
 
 def test_instructions_where_they_cannot_be_followed_are_a_400(

@@ -31,6 +31,7 @@ from support import AppFactory, admin_headers, error_text
 
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 
 RACERS = 6
 
@@ -98,7 +99,8 @@ def test_racing_calls_on_two_postgresql_replicas_never_pass_the_quota(
     PostgreSQL database: the conditional UPDATE is what serialises them."""
 
     def replica(name: str) -> TestClient:
-        engine = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
+        stock = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
+        engine = StepEngine(stock)
         return make_client(
             load_engine=lambda: engine,
             data_dir=tmp_path / name,

@@ -145,7 +145,7 @@ def test_wav_at_another_sample_rate_with_a_preset_speaker(api: TestClient) -> No
 def held(engine: Engine) -> Iterator[ScriptedEngine]:
     scripted = ScriptedEngine(engine, hold=1)
     yield scripted
-    scripted.release.set()
+    scripted.proceed.set()
 
 
 def test_cancel_drops_queued_and_in_flight_audio_at_once(
@@ -168,7 +168,7 @@ def test_cancel_drops_queued_and_in_flight_audio_at_once(
         cancelled = got.read_until(ws, "cancelled")
         assert cancelled["segments"] == [0, 1]
         assert scheduler.queue_depth == 0  # withdrawn from the model's queue
-        held.release.set()  # the model call that was running ends: its audio is dropped
+        held.proceed.set()  # the model call that was running ends: its audio is dropped
         ws.send_json({"type": "input.text", "text": "After the barge-in."})
         ws.send_json({"type": "session.close"})
         got.read_until(ws, "session.done")

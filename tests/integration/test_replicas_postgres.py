@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from support import AppFactory, admin_headers, clone_voice, new_user_key
 
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 
 
 @pytest.fixture
@@ -93,7 +94,8 @@ def test_voices_generations_and_batch_price_are_shared(
     make_client: AppFactory, postgres_url: str, tmp_path: Path, tiny_models_dir: Path
 ) -> None:
     def replica(name: str) -> TestClient:
-        engine = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
+        stock = QwenEngine.load(tiny_models_dir / "base", device="cpu", max_new_tokens_cap=12)
+        engine = StepEngine(stock)
         return make_client(
             load_engine=lambda: engine,
             data_dir=tmp_path / name,

@@ -1,8 +1,8 @@
 """Streamed /tts and /v1/audio/speech over HTTP with the tiny real-architecture model.
 
-What must hold: the stream is the first chunk's audio, then the rest joined exactly as /tts
-joins sentences; every client error is a JSON 4xx before any audio; only a complete stream is
-charged. (Streams that fail or are left early, and the first audio leaving while the rest is
+What must hold: the stream is the audio /tts makes of the same text, sentences joined the same
+way; every client error is a JSON 4xx before any audio; only a complete stream is charged.
+(Streams that fail or are left early, and the first audio leaving while the rest is
 still being made: test_streaming_failures.py.)
 """
 
@@ -17,14 +17,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
-from streamkit import CALLS, SETTINGS, TEXT, generation_row, open_db, scheduler_of, stream_body
+from streamkit import SETTINGS, TEXT, generation_row, open_db, scheduler_of, stream_body
 from support import AppFactory, admin_headers, clone_voice, new_user_key
 
-from qwen3_tts_server.engine.base import (
-    Engine,
-    Sampling,
-    SynthItem,
-)
+from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.textsplit import split_text
 
 
@@ -48,12 +44,22 @@ def test_text_makes_the_chunks_the_tests_assume() -> None:
     assert len(split_text(TEXT, SETTINGS["chunk_max_chars"])) == 5
 
 
-def test_streamed_wav_is_the_first_chunk_then_the_rest_joined_like_tts(
-    api: TestClient, user: tuple[dict[str, str], int], engine: Engine, tmp_path: Path
+def _zero_runs(samples: np.ndarray, at_least: int) -> int:
+    """How many runs of at least `at_least` consecutive exact zeros `samples` holds."""
+    padded = np.concatenate(([1], samples, [1]))
+    edges = np.flatnonzero(np.diff((padded == 0).astype(np.int8)))
+    return int(np.sum(edges[1::2] - edges[::2] >= at_least))
+
+
+def test_streamed_wav_is_the_tts_audio_of_the_same_text(
+    api: TestClient, user: tuple[dict[str, str], int]
 ) -> None:
+    """A seeded text alone makes the same frames and the same decoded pieces whether it is
+    streamed or not, so the stream is /tts's file sample for sample: five sentence chunks
+    joined with 0.12 s of silence (2880 samples) between each two."""
     headers, voice_id = user
     scheduler = scheduler_of(api.app)
-    calls_before = scheduler.stats.batches_run
+    chunks_before = sum(scheduler.stats.finish_reasons.values())
     response = api.post("/tts", headers=headers, json=stream_body(voice_id=voice_id, seed=7))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
@@ -61,6 +67,7 @@ def test_streamed_wav_is_the_first_chunk_then_the_rest_joined_like_tts(
     assert response.headers["x-sample-rate"] == "24000"
     assert int(response.headers["x-first-audio-ms"]) > 0
     assert "x-latency-ms" not in response.headers  # not known when the headers leave
+    assert "x-finish-reason" not in response.headers  # idem; recorded on the generation
     assert "content-length" not in response.headers
 
     # A streaming header ("size unknown"), which libsndfile reads to the end of the body.
@@ -69,47 +76,17 @@ def test_streamed_wav_is_the_first_chunk_then_the_rest_joined_like_tts(
     assert (info.format, info.subtype, info.samplerate) == ("WAV", "PCM_16", 24000)
     streamed = _wav_samples(response.content)
     assert streamed.size == (len(response.content) - 44) // 2
+    assert sum(scheduler.stats.finish_reasons.values()) - chunks_before == 5
+    assert _zero_runs(streamed, 2880) == 4
 
-    # Three model calls (the first chunk alone, then at most ENGINE_MAX_BATCH each) whose
-    # audio, joined as /tts joins sentences, is sample for sample the stream.
-    assert scheduler.stats.batches_run - calls_before == 3
-    assert list(scheduler.stats.last_batch_sizes)[-3:] == [1, 2, 2]
-    with open_db(tmp_path) as db:
-        [(prompt,)] = db.execute("SELECT prompt FROM voices WHERE id = ?", (voice_id,))
-    chunks = split_text(TEXT, SETTINGS["chunk_max_chars"])
-    sampling = Sampling(temperature=1.0, seed=7)
-    parts = [
-        audio
-        for call in CALLS
-        for audio in engine.synthesize(
-            [SynthItem(chunks[i], "auto", prompt) for i in call], sampling
-        )
-    ]
-    # The README's join, written out: 0.12 s of silence (2880 samples) between sentences.
-    pause = np.zeros(2880, dtype=np.float32)
-    expected = np.concatenate(
-        [parts[0].samples, *[x for p in parts[1:] for x in (pause, p.samples)]]
+    whole = api.post(
+        "/tts", headers=headers, json={**stream_body(voice_id=voice_id, seed=7), "stream": False}
     )
-    buffer = io.BytesIO()
-    sf.write(buffer, expected, 24000, format="RAW", subtype="PCM_16")
-    assert np.array_equal(streamed, np.frombuffer(buffer.getvalue(), dtype="<i2"))
-
-    # Seeded streams are reproducible.
+    assert whole.status_code == 200
+    assert whole.headers["x-finish-reason"] in ("eos", "length", "silence")
+    assert np.array_equal(streamed, _wav_samples(whole.content))
     again = api.post("/tts", headers=headers, json=stream_body(voice_id=voice_id, seed=7))
     assert again.content == response.content
-
-
-def test_a_one_chunk_text_streams_exactly_its_tts_audio(
-    api: TestClient, user: tuple[dict[str, str], int]
-) -> None:
-    """One chunk is one model call either way. (Longer texts are grouped into calls
-    differently, so their seeded audio differs from /tts's: compared to the model above.)"""
-    headers, voice_id = user
-    body = {"text": "Only one chunk.", "voice_id": voice_id, "seed": 5}
-    whole = api.post("/tts", headers=headers, json=body)
-    streamed = api.post("/tts", headers=headers, json={**body, "stream": True})
-    assert whole.status_code == streamed.status_code == 200
-    assert np.array_equal(_wav_samples(streamed.content), _wav_samples(whole.content))
 
 
 def test_stream_is_charged_once_complete_like_tts(
@@ -193,12 +170,12 @@ def test_stream_refusals_are_json_errors_before_any_work(
     fragment: str,
 ) -> None:
     headers, voice_id = user
-    batches_before = scheduler_of(api.app).stats.batches_run
+    steps_before = scheduler_of(api.app).stats.steps
     response = api.post("/tts", headers=headers, json=stream_body(**{"voice_id": voice_id, **body}))
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert fragment in str(response.json()["detail"])
-    assert scheduler_of(api.app).stats.batches_run == batches_before
+    assert scheduler_of(api.app).stats.steps == steps_before
     with open_db(tmp_path) as db:
         assert db.execute("SELECT count(*) FROM generations").fetchone() == (0,)
     usage = api.get("/usage", headers=headers).json()

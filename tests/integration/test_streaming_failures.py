@@ -1,14 +1,15 @@
 """Streams that fail or are left, recorded as such, free, their queued work withdrawn; and the
 first audio leaving while the rest is still being synthesised (shown without timing, by holding
-the model's second call until the client has audio).
+the second chunk's admission until the client has audio).
 
 Real servers on loopback ports where a client must really go away; the engine is the session's,
-with a script that holds or fails given model calls.
+with a script that holds or fails given admissions (one per sentence chunk).
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def scripted(engine: Engine) -> Iterator[Callable[..., ScriptedEngine]]:
 
     yield make
     for scripted_engine in made:
-        scripted_engine.release.set()
+        scripted_engine.proceed.set()
 
 
 def test_first_chunk_failure_is_a_json_error_recorded_free(
@@ -86,7 +87,7 @@ def test_first_audio_arrives_while_the_rest_is_still_being_synthesised(
     scripted: Callable[..., ScriptedEngine],
     tmp_path: Path,
 ) -> None:
-    held = scripted(hold=2)  # the second model call waits until the client has audio
+    held = scripted(hold=2)  # the second chunk waits until the client has audio
     with live_user(live_server, held) as (_, http, headers, voice_id):
         body = stream_body(voice_id=voice_id, format="pcm")
         with http.stream("POST", "/tts", headers=headers, json=body) as response:
@@ -94,12 +95,12 @@ def test_first_audio_arrives_while_the_rest_is_still_being_synthesised(
             assert response.headers["transfer-encoding"] == "chunked"
             received = response.iter_raw()
             first = next(received)
-            assert first  # audio, received while the model's second call cannot finish:
-            assert held.holding.wait(30) and not held.release.is_set()
+            assert first  # audio, received while the second chunk cannot start:
+            assert held.holding.wait(30) and not held.proceed.is_set()
             assert held.calls == 2
-            held.release.set()
+            held.proceed.set()
             audio = first + b"".join(received)
-        assert held.calls == 3
+        assert held.calls == 5
         row = generation_row(tmp_path, response.headers["x-generation-id"])
         assert row["status"] == "ok"
         assert row["audio_seconds"] == pytest.approx(len(audio) / 2 / 24000)
@@ -120,21 +121,26 @@ def test_client_leaving_mid_stream_pays_for_what_it_was_sent_and_withdraws_queue
             assert response.status_code == 200
             generation_id = response.headers["x-generation-id"]
             # Keep the iterator: a dropped one is closed at once, and closing it closes the
-            # connection, which would be this client leaving before the second call started.
+            # connection, which would be this client leaving before the second chunk started.
             received = response.iter_raw()
             assert next(received)
             assert held.holding.wait(30)
-        # Closed with the second call running and the third queued: the first chunk was sent,
-        # so it is charged (the stream-billing rule); the rest of the reservation is released.
+        # Closed with the second chunk being admitted and three more queued: the first chunk's
+        # audio was sent, so it is charged (the stream-billing rule); the rest is released.
         row = wait_until_settled(tmp_path, generation_id)
         first_chunk = TEXT.index(" The second")
         assert row["status"] == "cancelled" and row["tokens_used"] == first_chunk
         assert row["audio_seconds"] > 0
-        assert scheduler.queue_depth == 0 and scheduler.stats.jobs_cancelled == 1
-        held.release.set()  # the running call ends; its audio is dropped
+        held.proceed.set()  # the loop goes on and withdraws the job between two steps
+        deadline = time.monotonic() + 30
+        while scheduler.stats.jobs_cancelled == 0:
+            assert time.monotonic() < deadline, "the job was never withdrawn"
+            time.sleep(0.02)
+        assert scheduler.queue_depth == 0 and scheduler.active == 0
+        assert scheduler.stats.finish_reasons["cancelled"] == 1  # the second chunk's slot
         usage = http.get("/usage", headers=headers).json()
         assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == first_chunk
-    assert held.calls == 2  # the queued third call never ran
+    assert held.calls == 2  # the three queued chunks never ran
 
 
 def test_client_gone_before_the_first_audio_is_cancelled_too(
@@ -151,8 +157,8 @@ def test_client_gone_before_the_first_audio_is_cancelled_too(
         ).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as raw:
             raw.sendall(request + body)
-            assert held.holding.wait(30)  # the first chunk is being synthesised
-        held.release.set()  # ... for a client that has gone
+            assert held.holding.wait(30)  # the first chunk is being admitted
+        held.proceed.set()  # ... for a client that has gone
         with open_db(tmp_path) as db:
             [(generation_id,)] = db.execute("SELECT id FROM generations")
         row = wait_until_settled(tmp_path, generation_id)

@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from support import AppFactory, clone_voice, new_user_key
 
 from qwen3_tts_server.audio.encode import FORMATS
-from qwen3_tts_server.engine.base import Engine, SynthItem
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.engine.base import Engine, Item
+from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.values import Sampling
 
 
 @pytest.fixture
@@ -65,18 +66,19 @@ def test_tts_returns_audio_with_headers(
 
 
 class HeldEngine:
-    """The session engine, whose first synthesis call waits until the test releases it."""
+    """The session engine, whose first admission (after warm-up) waits until the test releases
+    it: the whole step loop waits with it."""
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.holding = threading.Event()
-        self.release = threading.Event()
+        self.proceed = threading.Event()
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         if not self.holding.is_set():
             self.holding.set()
-            self.release.wait(60)
-        return self.inner.synthesize(items, sampling)
+            self.proceed.wait(60)
+        return self.inner.admit(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -85,7 +87,7 @@ class HeldEngine:
 def test_latency_is_model_time_and_queue_time_is_separate(
     make_client: AppFactory, engine: Engine, tmp_path: Path
 ) -> None:
-    """A request queued behind a held model call waits at least as long as the test holds it:
+    """A request queued behind a held admission waits at least as long as the test holds it:
     that wait is X-Queue-Ms, not X-Latency-Ms. Both are what the generation row keeps, and
     together they fit inside the request as the client saw it."""
     held = HeldEngine(engine)
@@ -111,7 +113,7 @@ def test_latency_is_model_time_and_queue_time_is_separate(
         assert time.monotonic() < deadline, "the second request never reached the queue"
         time.sleep(0.01)
     time.sleep(0.3)  # the queued request now waits at least this long
-    held.release.set()
+    held.proceed.set()
     ahead.join(60)
     behind.join(60)
     response = seen["response"]
@@ -153,20 +155,20 @@ def _zero_runs(samples: np.ndarray, at_least: int) -> int:
 
 
 def test_long_text_is_split_and_joined(make_client: AppFactory, engine: Engine) -> None:
-    """With CHUNK_MAX_CHARS=20 each short sentence is its own item of one model job (12 items:
-    calls of 8 and 4 with ENGINE_MAX_BATCH=8), and the file is the sentences joined with a
+    """With CHUNK_MAX_CHARS=20 each short sentence is its own chunk of one job (12 chunks, run
+    8 at a time in ENGINE_MAX_BATCH=8 slots), and the file is the sentences joined with a
     0.12 s silence (2880 samples at 24 kHz) between each two: 11 pauses."""
     api = make_client(load_engine=lambda: engine, chunk_max_chars=20)
     _, headers = new_user_key(api)
     voice_id = clone_voice(api, headers)
     scheduler = api.app.state.context.runtime.loaded().scheduler
-    items_before = scheduler.stats.items_run
+    chunks_before = sum(scheduler.stats.finish_reasons.values())
     text = " ".join(f"Sentence {n} ends." for n in range(12))
     response = api.post("/tts", headers=headers, json={"text": text, "voice_id": voice_id})
     assert response.status_code == 200, response.text
     assert response.headers["x-tokens-used"] == str(len(text))
-    assert scheduler.stats.items_run - items_before == 12
-    assert list(scheduler.stats.last_batch_sizes)[-2:] == [8, 4]
+    assert sum(scheduler.stats.finish_reasons.values()) - chunks_before == 12
+    assert max(scheduler.stats.last_step_sizes) == 8
     samples, rate = sf.read(io.BytesIO(response.content), dtype="int16")
     assert rate == 24000
     assert _zero_runs(samples, 2880) == 11
@@ -285,16 +287,21 @@ def test_batch_states_its_sample_rate_for_every_format(
 
 
 class SteadyEngine:
-    """Real voice prompts; every synthesis call takes a fixed 0.2 s whatever its size (and
-    returns silence), so a batch's efficiency against single requests lands inside the
-    discount's clamp, where a wrong formula shows."""
+    """The session engine, capped at 2 frames per text (the model cannot stop sooner: every
+    text makes exactly two) and taking 0.2 s more per step whatever the number of slots, so a
+    batch's efficiency against single requests lands inside the discount's clamp, where a wrong
+    formula shows."""
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
+    @property
+    def frame_cap(self) -> int:
+        return 2
+
+    def step(self, slots: Sequence[Slot]) -> None:
         time.sleep(0.2)
-        return [Audio(np.zeros(2400, dtype=np.float32), 24000) for _ in items]
+        self.inner.step(slots)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -40,6 +40,7 @@ async def speech_response(
             "X-Latency-Ms": str(speech.timing.model_ms),
             "X-Queue-Ms": str(speech.timing.queue_ms),
             "X-Sample-Rate": str(speech.sample_rate),
+            "X-Finish-Reason": str(speech.finish_reason),
         },
     )
 

@@ -36,12 +36,16 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
 async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """One text → one audio file. Headers: X-Generation-Id, X-Tokens-Used (= characters of the
     stripped text), X-Latency-Ms (model time only), X-Queue-Ms (time waiting for the model),
-    X-Sample-Rate. Long texts are split into sentences, synthesised together and joined.
+    X-Sample-Rate, X-Finish-Reason (`eos`: the model ended the speech; `silence`: stopped early
+    on trailing silence or a loop once the text was covered; `length`: cut at the server's frame
+    cap). Long texts are split into sentences, synthesised side by side and joined. A text the
+    model never finishes within its frame budget (also on one retry) fails with 503, uncharged.
 
     With `stream: true` (formats `pcm` and `wav`) the audio is sent with chunked transfer
-    encoding as it is made, starting once the first sentences are synthesised; X-Latency-Ms is
-    then unknown and replaced by X-First-Audio-Ms (queue wait included). A stream the client
-    leaves early is recorded as cancelled and costs nothing."""
+    encoding as it is made, a few frames after the model starts; X-Latency-Ms and
+    X-Finish-Reason are then unknown (both are recorded on the generation) and X-First-Audio-Ms
+    is sent (queue wait included). A stream the client leaves early is recorded as cancelled
+    and costs nothing."""
     text = body.payload
     if isinstance(text, list):
         raise BadRequest("Single TTS endpoint expects a single text string, not a list")
@@ -59,6 +63,7 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
     it stood before this batch (X-Batch-Discount-Used); the items' tokens add up to the total.
     X-Latency-Ms-Total is model time only; X-Queue-Ms the time the batch waited for the model.
+    Each item's `finish_reason` (see /tts) is in the manifest.
     Every file's sample rate is in X-Sample-Rate and the manifest's `sample_rate` (a `pcm` file
     has no header to say it)."""
     texts = body.payload

@@ -1,17 +1,21 @@
 """The contract between the server and whatever runs the model.
 
-Services speak only these types; `QwenEngine` is the one real implementation. Keeping the
-contract tiny (bytes in, float32 arrays out) is what lets the scheduler batch work from many
-requests without knowing anything about users, storage or HTTP.
+Services speak only these types (items in, float32 audio out); the scheduler drives an `Engine`
+step by step (`StepEngine` over the loaded qwen-tts models; `QwenEngine` keeps the stock
+`generate` path as the reference for tests and benchmarks). Keeping the contract small is what
+lets the scheduler batch work from many requests without knowing about users, storage or HTTP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qwen3_tts_server.values import Audio, Sampling
+
+if TYPE_CHECKING:  # the engine's own slot type; base.py stays free of model code
+    from qwen3_tts_server.engine.stepper import Slot
 
 #: Languages qwen-tts understands ("auto" means: no language id, the model decides).
 LANGUAGES: tuple[str, ...] = (
@@ -46,6 +50,19 @@ class CustomItem:
     language: str
     speaker: str
     instruct: str = ""
+
+
+@dataclass(frozen=True)
+class DesignItem:
+    """One text to speak in a voice described in words (VoiceDesign model)."""
+
+    text: str
+    language: str
+    description: str
+
+
+#: One text to speak, in any of the three ways (clone, preset speaker, designed voice).
+Item = SynthItem | CustomItem | DesignItem
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,25 @@ class ShuttingDown(EngineError):
     """The scheduler stopped before the job ran (API: 503)."""
 
 
+class Runaway(EngineError):
+    """A text used its whole frame budget without ending, also on its retry: the model failed
+    to stop (a known Qwen3-TTS failure). Recorded, not charged (API: 503)."""
+
+
 class Engine(Protocol):
-    """What the scheduler needs from a model runner. Not thread-safe: one caller at a time."""
+    """The step interface the scheduler drives (`StepEngine` is the real one). Not thread-safe:
+    the scheduler's inference thread is its only caller.
+
+    A request is admitted into a slot (its prompt prefilled), stepped one 80 ms frame at a
+    time together with every other active slot, and released when it has finished.
+    """
 
     def info(self) -> EngineInfo: ...
+
+    @property
+    def frame_cap(self) -> int:
+        """The most frames one chunk may make (the operator's cap; texts get less)."""
+        ...
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         """Encode a reference once into reusable prompt bytes.
@@ -116,16 +148,16 @@ class Engine(Protocol):
         """
         ...
 
-    def synthesize(self, items: Sequence[SynthItem], sampling: Sampling) -> list[Audio]:
-        """Speak every item in one model call; items may use different voices."""
+    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+        """Prefill one request into a new slot that may make up to `budget` frames."""
         ...
 
-    def synthesize_custom(self, items: Sequence[CustomItem], sampling: Sampling) -> list[Audio]:
-        """Speak every item with preset speakers (CustomVoice model)."""
+    def step(self, slots: Sequence[Slot]) -> None:
+        """Advance every unfinished slot by one frame."""
         ...
 
-    def design(self, text: str, description: str, language: str, sampling: Sampling) -> Audio:
-        """Make a reference sample of `text` in a voice described in words (VoiceDesign model)."""
+    def release(self, slot: Slot) -> None:
+        """Free a finished slot's buffers."""
         ...
 
     def warm_up(self) -> None:

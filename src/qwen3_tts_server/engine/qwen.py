@@ -26,8 +26,10 @@ from qwen3_tts_server.engine.base import (
     LANGUAGES,
     Audio,
     CustomItem,
+    DesignItem,
     EngineInfo,
     InvalidInput,
+    Item,
     ModelsMissing,
     ModelUnavailable,
     Sampling,
@@ -35,6 +37,7 @@ from qwen3_tts_server.engine.base import (
 )
 from qwen3_tts_server.engine.bounds import HARD_CAP, max_new_tokens_for_batch
 from qwen3_tts_server.engine.compat import import_qwen_tts
+from qwen3_tts_server.engine.linear import pick_dtype
 from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,27 @@ _FIX_HINT = (
     "set MODELS_DIR to a directory that holds the models, run `qwen3-tts-server models "
     "download`, or run `make demo` for the offline tiny models"
 )
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_MISSING = {
+    "custom_voice": "preset speakers need the CustomVoice model; set MODEL_CUSTOM_REPO "
+    "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice)",
+    "voice_design": "voice design needs the VoiceDesign model; set MODEL_VOICEDESIGN_REPO "
+    "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign)",
+}
+
+
+@dataclass(frozen=True)
+class StockCall:
+    """Checked items bound to the stock qwen-tts call that speaks them in one padded batch.
+
+    `model` is the `qwen_tts.Qwen3TTSModel` that speaks them, `role` its kind, `ref_codes` each
+    item's ICL reference codes (None without), `run(kwargs)` the call with generation kwargs.
+    """
+
+    model: Any
+    role: str
+    texts: list[str]
+    run: Callable[[dict[str, Any]], tuple[list[np.ndarray], int]]
+    ref_codes: list[torch.Tensor | None]
 
 
 @dataclass(frozen=True)
@@ -143,17 +166,6 @@ def _pick_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def _pick_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}") from None
-
-
 def _pick_attention(device: str) -> str:
     if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
@@ -173,7 +185,7 @@ def _checked_text(text: str) -> str:
     return text
 
 
-def _generate_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+def generate_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
     """qwen-tts kwargs; sampling applies to the talker and the sub-talker alike.
 
     temperature <= 0 means greedy decoding (HF rejects a zero temperature).
@@ -250,14 +262,15 @@ class QwenEngine:
     ) -> QwenEngine:
         """Load models from local directories (no network).
 
-        device "auto" picks CUDA when available; dtype "auto" is bfloat16 on CUDA, float32 on CPU;
+        device "auto" picks CUDA when available; dtype "auto" is bfloat16 on CUDA and on CPUs
+        with oneDNN bf16 kernels, else float32 (see engine.linear);
         attention is flash_attention_2 when installed on CUDA, else sdpa. `model_id` names the
         base model in stored prompts (default: directory name, or the tiny seed, plus the hidden
         size, so a prompt made by another model size is refused).
         """
         qwen_tts = import_qwen_tts()
         resolved_device = _pick_device(device)
-        resolved_dtype = _pick_dtype(dtype, resolved_device)
+        resolved_dtype = pick_dtype(dtype, resolved_device)
         attention = attn_implementation or _pick_attention(resolved_device)
 
         def load_one(path: str | Path | None) -> Any:
@@ -320,7 +333,7 @@ class QwenEngine:
         if not np.isfinite(samples).all():
             raise InvalidInput("reference audio contains non-finite samples")
         ref_text = transcript.strip() if transcript and transcript.strip() else None
-        with _as_invalid_input():
+        with as_invalid_input():
             item = self._base.create_voice_clone_prompt(
                 ref_audio=(np.clip(samples, -1.0, 1.0), int(audio.sample_rate)),
                 ref_text=ref_text,
@@ -361,48 +374,111 @@ class QwenEngine:
             self._synthesize_custom([CustomItem("Warm up.", "english", speaker)], Sampling(), 2)
         log.info("engine warm in %.1f s", time.perf_counter() - started)
 
+    def model(self, role: str) -> Any:
+        """The loaded `qwen_tts.Qwen3TTSModel` of a role, or ModelUnavailable saying what to set."""
+        model = {
+            "base": self._base,
+            "custom_voice": self._custom_voice,
+            "voice_design": self._voice_design,
+        }[role]
+        if model is None:
+            raise ModelUnavailable(_MISSING[role])
+        return model
+
+    def decode_prompt(self, data: bytes) -> PromptData:
+        """Stored prompt bytes checked against the loaded base model (PromptMismatch/Corrupt)."""
+        return decode_prompt(
+            data,
+            model_id=self._model_id,
+            embedding_size=self._embedding_size,
+            code_groups=self._code_groups,
+            codebook_size=self._codebook_size,
+        )
+
+    def prepare(self, items: Sequence[Item]) -> StockCall:
+        """Check items of one kind and bind the stock qwen-tts call that speaks them together.
+
+        Raises InvalidInput for a blank text, unknown language or speaker, PromptMismatch /
+        PromptCorrupt for a bad stored prompt, ModelUnavailable when the model is not loaded.
+        """
+        if not items:
+            raise ValueError("a model call needs at least one item")
+        kinds = {type(item) for item in items}
+        if len(kinds) != 1:
+            raise ValueError("items of one model call must be of one kind")
+        texts = [_checked_text(item.text) for item in items]
+        languages = [_qwen_language(item.language) for item in items]
+        first = items[0]
+        if isinstance(first, SynthItem):
+            prompts = [self._decode_prompt(item.prompt) for item in items]  # type: ignore[union-attr]
+            base = self._base
+
+            def clone(kwargs: dict[str, Any]) -> tuple[list[np.ndarray], int]:
+                return base.generate_voice_clone(
+                    text=texts, language=languages, voice_clone_prompt=prompts, **kwargs
+                )
+
+            refs = [prompt.ref_code for prompt in prompts]
+            return StockCall(base, "base", texts, clone, refs)
+        if isinstance(first, CustomItem):
+            model = self.model("custom_voice")
+            speakers = [item.speaker.strip().lower() for item in items]  # type: ignore[union-attr]
+            if not all(speakers):
+                raise InvalidInput("speaker must not be blank")
+            instructs = [item.instruct for item in items]  # type: ignore[union-attr]
+
+            def custom(kwargs: dict[str, Any]) -> tuple[list[np.ndarray], int]:
+                return model.generate_custom_voice(
+                    text=texts, speaker=speakers, language=languages, instruct=instructs, **kwargs
+                )
+
+            return StockCall(model, "custom_voice", texts, custom, [None] * len(texts))
+        design_model = self.model("voice_design")
+        descriptions = [item.description for item in items]  # type: ignore[union-attr]
+        if not all(description.strip() for description in descriptions):
+            raise InvalidInput("voice description must not be blank")
+
+        def design(kwargs: dict[str, Any]) -> tuple[list[np.ndarray], int]:
+            return design_model.generate_voice_design(
+                text=texts, instruct=descriptions, language=languages, **kwargs
+            )
+
+        return StockCall(design_model, "voice_design", texts, design, [None] * len(texts))
+
+    def stock_codes(
+        self, items: Sequence[Item], sampling: Sampling, max_new_tokens: int
+    ) -> list[torch.Tensor]:
+        """The codec frames stock qwen-tts generates for these items in one call, each
+        (frames, code groups): the reference that tests and benchmarks hold the engine to."""
+        call = self.prepare(items)
+        model = call.model.model
+        recorded: list[list[torch.Tensor]] = []
+        generate = model.generate
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            result = generate(*args, **kwargs)
+            recorded.append([codes.clone() for codes in result[0]])
+            return result
+
+        model.generate = record  # instance attribute, for this one call
+        try:
+            self._run(call, sampling, max_new_tokens)
+        finally:
+            del model.generate
+        return recorded[0]
+
     def _synthesize(
-        self, items: Sequence[SynthItem], sampling: Sampling, max_new_tokens: int | None
+        self, items: Sequence[Item], sampling: Sampling, max_new_tokens: int | None
     ) -> list[Audio]:
         if not items:
             return []
-        texts = [_checked_text(item.text) for item in items]
-        languages = [_qwen_language(item.language) for item in items]
-        prompts = [self._decode_prompt(item.prompt) for item in items]
-        return self._run(
-            lambda kwargs: self._base.generate_voice_clone(
-                text=texts, language=languages, voice_clone_prompt=prompts, **kwargs
-            ),
-            texts,
-            sampling,
-            max_new_tokens,
-        )
+        return self._run(self.prepare(items), sampling, max_new_tokens)
 
     def _synthesize_custom(
         self, items: Sequence[CustomItem], sampling: Sampling, max_new_tokens: int | None
     ) -> list[Audio]:
-        if self._custom_voice is None:
-            raise ModelUnavailable(
-                "preset speakers need the CustomVoice model; set MODEL_CUSTOM_REPO "
-                "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice)"
-            )
-        if not items:
-            return []
-        texts = [_checked_text(item.text) for item in items]
-        languages = [_qwen_language(item.language) for item in items]
-        speakers = [item.speaker.strip().lower() for item in items]
-        if not all(speakers):
-            raise InvalidInput("speaker must not be blank")
-        instructs = [item.instruct for item in items]
-        model = self._custom_voice
-        return self._run(
-            lambda kwargs: model.generate_custom_voice(
-                text=texts, speaker=speakers, language=languages, instruct=instructs, **kwargs
-            ),
-            texts,
-            sampling,
-            max_new_tokens,
-        )
+        self.model("custom_voice")
+        return self._synthesize(items, sampling, max_new_tokens)
 
     def _design(
         self,
@@ -412,33 +488,11 @@ class QwenEngine:
         sampling: Sampling,
         max_new_tokens: int | None,
     ) -> Audio:
-        if self._voice_design is None:
-            raise ModelUnavailable(
-                "voice design needs the VoiceDesign model; set MODEL_VOICEDESIGN_REPO "
-                "(e.g. Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign)"
-            )
-        texts = [_checked_text(text)]
-        if not description.strip():
-            raise InvalidInput("voice description must not be blank")
-        languages = [_qwen_language(language)]
-        model = self._voice_design
-        return self._run(
-            lambda kwargs: model.generate_voice_design(
-                text=texts, instruct=[description], language=languages, **kwargs
-            ),
-            texts,
-            sampling,
-            max_new_tokens,
-        )[0]
+        item = DesignItem(text, language, description)
+        return self._synthesize([item], sampling, max_new_tokens)[0]
 
     def _decode_prompt(self, data: bytes) -> Any:
-        prompt = decode_prompt(
-            data,
-            model_id=self._model_id,
-            embedding_size=self._embedding_size,
-            code_groups=self._code_groups,
-            codebook_size=self._codebook_size,
-        )
+        prompt = self.decode_prompt(data)
         return self._prompt_item(
             ref_code=prompt.ref_code,
             ref_spk_embedding=prompt.spk_embedding,
@@ -447,30 +501,24 @@ class QwenEngine:
             ref_text=prompt.ref_text,
         )
 
-    def _run(
-        self,
-        call: Callable[[dict[str, Any]], tuple[list[np.ndarray], int]],
-        texts: list[str],
-        sampling: Sampling,
-        max_new_tokens: int | None,
-    ) -> list[Audio]:
+    def _run(self, call: StockCall, sampling: Sampling, max_new_tokens: int | None) -> list[Audio]:
         bound = max_new_tokens
         if bound is None:
-            bound = max_new_tokens_for_batch(texts, cap=self._cap)
-        kwargs = _generate_kwargs(sampling, bound)
+            bound = max_new_tokens_for_batch(call.texts, cap=self._cap)
+        kwargs = generate_kwargs(sampling, bound)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        with _as_invalid_input():
-            wavs, sample_rate = call(kwargs)
-        if len(wavs) != len(texts):
-            raise RuntimeError(f"qwen-tts returned {len(wavs)} clips for {len(texts)} texts")
+        with as_invalid_input():
+            wavs, sample_rate = call.run(kwargs)
+        if len(wavs) != len(call.texts):
+            raise RuntimeError(f"qwen-tts returned {len(wavs)} clips for {len(call.texts)} texts")
         return [
             Audio(np.asarray(wav, dtype=np.float32).reshape(-1), int(sample_rate)) for wav in wavs
         ]
 
 
 @contextlib.contextmanager
-def _as_invalid_input() -> Iterator[None]:
+def as_invalid_input() -> Iterator[None]:
     """qwen-tts reports bad inputs as ValueError (or NotImplementedError deep in generate)."""
     try:
         yield

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one app: HTTP traffic, engine batches, usage, and the model's state.
+"""Prometheus metrics of one app: HTTP traffic, engine steps, usage, and the model's state.
 
 Each `Metrics` owns its own `CollectorRegistry` rather than using the process-wide default one:
 tests build many apps in one process, and the default registry refuses a second metric of the
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from qwen3_tts_server.engine.scheduler import SchedulerStats
+from qwen3_tts_server.engine.loop import LoopStats
 from qwen3_tts_server.errors import ServiceUnavailable
 from qwen3_tts_server.services.runtime import ModelRuntime
 
@@ -36,18 +36,21 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 #: Request latency: milliseconds for reads, up to minutes for long syntheses on a CPU.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-#: Items per model call; ENGINE_MAX_BATCH bounds it (8 by default).
-BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+#: Slots per engine step; ENGINE_MAX_BATCH + ENGINE_RESERVE_SLOTS bounds it (10 by default).
+STEP_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32, 64)
 
-#: Seconds per model call.
-BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+#: Seconds per engine step (one 80 ms frame for every active slot, decoding included).
+STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+#: How a chunk (one sentence-sized text in a slot) can end; see engine/guard.py.
+FINISH_REASONS = ("eos", "length", "silence", "cancelled")
 
 
 class _RuntimeCollector:
     """Reads the model's state and the scheduler's queue and counters at scrape time.
 
-    The scheduler's own cumulative counters (`Scheduler.stats`) need no wiring, so batch and
-    job totals are right from the first call even if nothing subscribed to `on_batch`.
+    The scheduler's own cumulative counters (`Scheduler.stats`) need no wiring, so step, frame,
+    job and finish-reason totals are right from the first call.
     """
 
     def __init__(self, runtime: ModelRuntime) -> None:
@@ -71,17 +74,40 @@ class _RuntimeCollector:
             yield family
         try:
             scheduler = runtime.loaded().scheduler
-            depth, stats = scheduler.queue_depth, scheduler.stats
+            depth, active, stats = scheduler.queue_depth, scheduler.active, scheduler.stats
         except ServiceUnavailable:  # no warm model: nothing queued, nothing run
-            depth, stats = 0, SchedulerStats()
+            depth, active, stats = 0, 0, LoopStats()
         yield GaugeMetricFamily(
-            "qwen3_tts_queue_depth", "Engine jobs waiting (not counting the running batch).", depth
+            "qwen3_tts_queue_depth", "Chunks (sentence-sized texts) waiting for a slot.", depth
+        )
+        yield GaugeMetricFamily(
+            "qwen3_tts_engine_active_slots", "Chunks being generated now.", active
         )
         yield CounterMetricFamily(
-            "qwen3_tts_engine_batches", "Model calls made.", value=stats.batches_run
+            "qwen3_tts_engine_steps", "Engine steps run (one frame for every active slot).",
+            value=stats.steps,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "qwen3_tts_engine_frames", "Codec frames generated (80 ms of audio each).", stats.frames
+        )
+        chunks = CounterMetricFamily(
+            "qwen3_tts_engine_chunks",
+            "Chunks that left a slot, by finish reason (eos: the model stopped; silence: "
+            "stopped early, speech had ended; length: frame budget used up; cancelled).",
+            labels=["finish_reason"],
+        )
+        for reason in FINISH_REASONS:
+            chunks.add_metric([reason], stats.finish_reasons[reason])
+        yield chunks
+        yield CounterMetricFamily(
+            "qwen3_tts_engine_chunk_retries",
+            "Chunks retried with a new seed after using their whole frame budget.",
+            stats.chunks_retried,
         )
         yield CounterMetricFamily(
-            "qwen3_tts_engine_items", "Items (texts, prompts) run by the model.", stats.items_run
+            "qwen3_tts_engine_runaways",
+            "Jobs failed (uncharged) because a chunk used its frame budget twice.",
+            stats.runaways,
         )
         jobs = CounterMetricFamily(
             "qwen3_tts_engine_jobs", "Engine jobs, by how they ended.", labels=["outcome"]
@@ -97,7 +123,7 @@ class Metrics:
     """The app's metrics and the few calls that feed them (thread-safe, like prometheus_client).
 
     Services call `record_tokens` and `record_audio_seconds` after a successful charge; the
-    scheduler calls `observe_batch` (its `on_batch` hook) from its inference thread.
+    scheduler calls `observe_step` (its `on_step` hook) from its inference thread.
     """
 
     def __init__(self) -> None:
@@ -115,18 +141,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._batch_size = Histogram(
-            "qwen3_tts_engine_batch_size",
-            "Items per model call, by operation.",
-            ["op"],
-            buckets=BATCH_SIZE_BUCKETS,
+        self._step_size = Histogram(
+            "qwen3_tts_engine_step_size",
+            "Active slots per engine step.",
+            buckets=STEP_SIZE_BUCKETS,
             registry=self.registry,
         )
-        self._batch_seconds = Histogram(
-            "qwen3_tts_engine_batch_duration_seconds",
-            "Duration of one model call, by operation.",
-            ["op"],
-            buckets=BATCH_SECONDS_BUCKETS,
+        self._step_seconds = Histogram(
+            "qwen3_tts_engine_step_duration_seconds",
+            "Duration of one engine step, with the audio decoded after it.",
+            buckets=STEP_SECONDS_BUCKETS,
             registry=self.registry,
         )
         self._tokens = Counter(
@@ -151,10 +175,10 @@ class Metrics:
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route).observe(seconds)
 
-    def observe_batch(self, op: str, n_items: int, seconds: float) -> None:
-        """The scheduler's `on_batch` hook: one model call of `n_items` items took `seconds`."""
-        self._batch_size.labels(op).observe(n_items)
-        self._batch_seconds.labels(op).observe(seconds)
+    def observe_step(self, slots: int, seconds: float) -> None:
+        """The scheduler's `on_step` hook: one step over `slots` slots took `seconds`."""
+        self._step_size.observe(slots)
+        self._step_seconds.observe(seconds)
 
     def record_tokens(self, kind: TokenKind, n: int) -> None:
         """Count tokens charged (the X-Tokens-Used of a successful call)."""

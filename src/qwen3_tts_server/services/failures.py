@@ -18,6 +18,7 @@ from qwen3_tts_server.engine.base import (
     PromptCorrupt,
     PromptMismatch,
     QueueFull,
+    Runaway,
     ShuttingDown,
 )
 from qwen3_tts_server.errors import ApiError
@@ -33,6 +34,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (ModelUnavailable, 503),
     (JobTimeout, 503),
     (ShuttingDown, 503),
+    (Runaway, 503),
 ]
 
 _PROMPT_HINT = " (the voice was made by another model: recreate it with this server's model)"

@@ -357,7 +357,8 @@ class RealtimeService:
             model = self._runtime.loaded()
             [text] = order.texts
             chunks = self.synthesis.sentences(text)
-            result = await model.speak([voicing.item(c, order.language) for c in chunks], sampling)
+            items = [voicing.item(c, order.language) for c in chunks]
+            result = await model.speak(items, sampling, order.user_id)
             joined = join_sentences(result.audio, continues=continues)
             audio = await in_thread(_finish_audio, joined, order.speed, sample_rate)
             data = await in_thread(encode, audio, order.format)

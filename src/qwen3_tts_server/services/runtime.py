@@ -1,29 +1,22 @@
 """The model's lifecycle as the API sees it: loading, ready, or failed.
 
 Loading happens in the background so /health answers at once and /ready tells the truth; every
-synthesis call asks `scheduler()` and gets a clear 503 until the model is warm.
+synthesis call asks `loaded()` and gets a clear 503 until the model is warm.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-from qwen3_tts_server.engine.base import CustomItem, Engine, EngineInfo, SynthItem
-from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.base import Engine, EngineInfo, Item
+from qwen3_tts_server.engine.scheduler import AudioStream, Scheduler
 from qwen3_tts_server.errors import ServiceUnavailable
-from qwen3_tts_server.services.clock import ClockedEngine
-from qwen3_tts_server.services.voicing import DesignItem, ModelItem
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.values import Audio, FinishReason, Sampling
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def _ms(seconds: float) -> int:
@@ -40,12 +33,21 @@ class Timing:
 
 @dataclass(frozen=True)
 class Synthesized:
-    """Audio of one model job, when it was ready, and how its time was spent."""
+    """Audio of one model job (one clip per item), why each item's generation ended, and how
+    the job's time was spent."""
 
     audio: list[Audio]
+    finish_reasons: list[FinishReason]
     timing: Timing
-    started: float  # perf_counter() when the model began on it
-    ready_at: float  # perf_counter() when its audio was handed back
+
+
+def worst_reason(reasons: Sequence[FinishReason]) -> FinishReason:
+    """One text's finish reason from its chunks': a truncation (length) shows over an early
+    stop (silence), which shows over a clean end (eos)."""
+    for reason in (FinishReason.LENGTH, FinishReason.SILENCE):
+        if reason in reasons:
+            return reason
+    return FinishReason.EOS
 
 
 @dataclass(frozen=True)
@@ -54,47 +56,21 @@ class LoadedModel:
 
     scheduler: Scheduler
     info: EngineInfo
-    clock: ClockedEngine
 
-    async def speak(self, items: Sequence[ModelItem], sampling: Sampling) -> Synthesized:
-        """One synthesis job through the scheduler, timed: queue wait until the first model
-        call holding its items began, model time from then until the audio came back.
+    async def speak(self, items: Sequence[Item], sampling: Sampling, user: int) -> Synthesized:
+        """One job through the scheduler, counted against `user`'s fair share: queue wait
+        until its first item got a slot, model time from then until its last item ended."""
+        result = await self.scheduler.generate(items, sampling, user=user)
+        timing = Timing(queue_ms=_ms(result.queued_s), model_ms=_ms(result.model_s))
+        return Synthesized(
+            [chunk.audio for chunk in result.chunks],
+            [FinishReason(chunk.finish_reason) for chunk in result.chunks],
+            timing,
+        )
 
-        The items' type picks the model (they all come from one `Voicing`). Described voices
-        run as one design call per item, which the clock does not see: their whole time
-        counts as model time."""
-        submitted = time.perf_counter()
-        audio = await self._run(items, sampling)
-        ready_at = time.perf_counter()
-        started = self.clock.call_started(items)
-        started = submitted if started is None else min(max(started, submitted), ready_at)
-        timing = Timing(queue_ms=_ms(started - submitted), model_ms=_ms(ready_at - started))
-        return Synthesized(audio, timing, started, ready_at)
-
-    async def _run(self, items: Sequence[ModelItem], sampling: Sampling) -> list[Audio]:
-        if all(isinstance(item, SynthItem) for item in items):
-            return await self.scheduler.synthesize(_only(items, SynthItem), sampling)
-        if all(isinstance(item, CustomItem) for item in items):
-            return await self.scheduler.synthesize_custom(_only(items, CustomItem), sampling)
-        designs = [
-            asyncio.ensure_future(
-                self.scheduler.design(item.text, item.description, item.language, sampling)
-            )
-            for item in _only(items, DesignItem)
-        ]
-        try:
-            return list(await asyncio.gather(*designs))
-        finally:  # one failed (or the caller left): the others are withdrawn, not left running
-            for task in designs:
-                task.cancel()
-
-
-def _only(items: Sequence[object], kind: type[T]) -> list[T]:
-    """`items`, which must all be of `kind` (one job never mixes models)."""
-    chosen = [item for item in items if isinstance(item, kind)]
-    if len(chosen) != len(items):
-        raise TypeError(f"one job mixes {kind.__name__} with other kinds of items")
-    return chosen
+    def stream(self, items: Sequence[Item], sampling: Sampling, user: int) -> AudioStream:
+        """The items' audio as it is made (queued now: QueueFull / ShuttingDown at once)."""
+        return self.scheduler.stream(items, sampling, user=user)
 
 
 class ModelRuntime:
@@ -116,10 +92,10 @@ class ModelRuntime:
 
     def _load(self) -> None:
         try:
-            engine = ClockedEngine(self._load_engine())
+            engine = self._load_engine()
             scheduler = self._make_scheduler(engine)
             scheduler.start()
-            self._loaded = LoadedModel(scheduler, engine.info(), engine)
+            self._loaded = LoadedModel(scheduler, engine.info())
             log.info(
                 "model ready: %s on %s", self._loaded.info.base_model_id, self._loaded.info.device
             )

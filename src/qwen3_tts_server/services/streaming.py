@@ -1,34 +1,29 @@
-"""Streamed /tts: the first sentences' audio goes out as soon as it exists, the rest follows.
+"""Streamed /tts: audio leaves a few frames after the model starts, not after a sentence.
 
-The text is split exactly as /tts splits it (`split_text`, CHUNK_MAX_CHARS). The first chunk is
-a scheduler job of its own, awaited *before* the response starts: the first audio is ready
-after one chunk instead of the whole text, and everything a client can cause (text, format,
-language, voice, quota, a prompt the model refuses, a full queue, no model) still answers as a
-JSON error. The first chunk is not submitted together with the rest because the scheduler
-merges waiting compatible jobs, and it would then wait for the whole batch.
+The text is split exactly as /tts splits it (`split_text`, CHUNK_MAX_CHARS) and queued as one
+streamed job: its chunks run in the scheduler's slots like any other work, and the decoded
+audio of each new frame group is handed over as it exists (engine/codec.py: a small first
+piece, then larger ones), strictly in text order. The first piece is awaited *before* the
+response starts, so everything a client can cause (text, format, language, voice, quota, a
+prompt the model refuses, a full queue, no model) still answers as a JSON error.
 
-The remaining chunks are submitted at once, as jobs of at most ENGINE_MAX_BATCH items. Those
-are exactly the model calls the scheduler would make for them anyway (no call is larger), so
-streaming costs batching nothing beyond the first chunk's call, and each call's audio is sent
-the moment it ends: the second piece arrives early too, and later pieces are already queued
-while earlier ones are being sent.
-
-Pieces are joined with /tts's `join_sentences`, so the stream is, sample for sample, the audio
-/tts joins from the same pieces. The pieces themselves come from separate model calls: a
-seeded stream is reproducible, but it is not the seeded /tts audio of the same text.
+Chunks are joined with /tts's rule (`join_sentences`: a short pause between two chunks), so
+the streamed samples, joined, are the stored audio of the stream, sample for sample.
 
 Bookkeeping, all through the generation ledger and all in `SpeechStream`: the whole text is
 reserved before any work (services/quota.py), and the row is opened before the response (its
 id is a header) with status STREAMING, not counted or charged yet. It is settled OK, charged
-once like /tts, when the last audio has been handed to the connection; ERROR, free, when the
-model fails mid-stream; CANCELLED when the stream is closed before its end (the client went
-away), charged for what it was sent (services/metering.py: the text up to the end of the last
-chunk whose audio went out). Jobs not run yet are then withdrawn from the queue, and what was
-reserved but not charged is released. A process that dies mid-stream leaves STREAMING behind,
-which the next start settles as INTERRUPTED (free) and whose reservation it releases.
+once like /tts, with its finish reason, when the last audio has been handed to the connection;
+ERROR, free, when the model fails mid-stream (a runaway chunk included: streamed chunks are not
+retried, their audio is already out); CANCELLED when the stream is closed before its end (the
+client went away), charged for what it was sent (services/metering.py: the text up to the end
+of the last chunk whose audio went out), and the job is then withdrawn from the loop between
+two steps; what was reserved but not charged is released. A process that dies mid-stream
+leaves STREAMING behind, which the next start settles as INTERRUPTED (free) and whose
+reservation it releases.
 
-Times: X-Queue-Ms is the first job's wait for the model; the row's latency is model time, from
-the first call's start to the last audio.
+Times: X-Queue-Ms is the wait for the first slot, X-First-Audio-Ms submission to first audio;
+the row's latency is model time, from the first slot to the last audio.
 
 Only formats written sample by sample can stream: `pcm` (raw s16le) and `wav`, whose header
 says "size unknown" (0xFFFFFFFF), which players and libsndfile read to the end of the stream.
@@ -47,16 +42,17 @@ import numpy as np
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.audio.ffmpeg import change_speed
+from qwen3_tts_server.engine.jobs import AudioPiece
+from qwen3_tts_server.engine.scheduler import AudioStream
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.metering import DeliveryMeter
 from qwen3_tts_server.services.quota import Hold
-from qwen3_tts_server.services.runtime import LoadedModel, ModelRuntime, Synthesized, Timing
-from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
+from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
+from qwen3_tts_server.services.speech import SENTENCE_PAUSE_S, SpeechRequest
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
-from qwen3_tts_server.services.voicing import ModelItem
-from qwen3_tts_server.values import Audio, GenerationStatus, Sampling
+from qwen3_tts_server.values import Audio, FinishReason, GenerationStatus
 
 #: Formats whose audio can be sent before all of it exists (see the module docstring).
 STREAMABLE_FORMATS = ("pcm", "wav")
@@ -90,23 +86,6 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-async def _piece(
-    model: LoadedModel,
-    items: Sequence[ModelItem],
-    sampling: Sampling,
-    *,
-    continues: bool,
-    speed: float,
-) -> Synthesized:
-    """One job's sentences, joined (with a leading pause when they continue the text), at the
-    requested tempo."""
-    result = await model.speak(items, sampling)
-    joined = join_sentences(result.audio, continues=continues)
-    if speed != 1.0:
-        joined = await in_thread(change_speed, joined, speed)
-    return Synthesized([joined], result.timing, result.started, result.ready_at)
-
-
 class SpeechStream:
     """One accepted streamed text: what the headers say now, and its audio as it is made.
 
@@ -121,17 +100,17 @@ class SpeechStream:
         hold: Hold,
         meter: DeliveryMeter,
         generation_id: int,
-        submitted: float,
-        first: Synthesized,
-        pending: list[tuple[int, asyncio.Task[Synthesized]]],
+        audio: AudioStream,
+        first: AudioPiece,
+        first_audio_s: float,
+        sample_rate: int,
     ) -> None:
         self.generation_id = generation_id
         self.tokens_used = len(order.texts[0])
-        self.sample_rate = first.audio[0].sample_rate
-        #: From submitting the first job to its audio being ready: the server's time to first
-        #: audio (queue wait included), which is all of the latency that is known up front.
-        self.first_audio_ms = _ms(first.ready_at - submitted)
-        self.queue_ms = first.timing.queue_ms
+        self.sample_rate = sample_rate
+        #: From submitting the job to its first audio: the server's time to first audio.
+        self.first_audio_ms = _ms(first_audio_s)
+        self.queue_ms = _ms(audio.queued_s)
         self.media_type = order.media_type
         self.extension = FORMATS[order.format].extension
         #: (tokens, seconds of audio) once the stream was settled with a charge: complete, or
@@ -141,12 +120,12 @@ class SpeechStream:
         self._order = order
         self._hold = hold
         self._meter = meter
+        self._audio = audio
         self._first = first
-        self._pending = pending
         self._status = GenerationStatus.STREAMING
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The audio file in pieces: (a WAV header, then) s16le samples as each job ends.
+        """The audio file in pieces: (a WAV header, then) s16le samples as they are decoded.
 
         Each piece's chunks are metered as sent before the piece is handed over (the billing
         rule). A failure is recorded (ERROR, no charge) and re-raised: the response must end
@@ -155,21 +134,30 @@ class SpeechStream:
         try:
             if self._order.format == "wav":
                 yield wav_stream_header(self.sample_rate)
-            pieces = [self._first]
-            yield await self._send(0, self._first)
-            for last_chunk, task in self._pending:
-                piece = await task
-                pieces.append(piece)
-                yield await self._send(last_chunk, piece)
-            await self._complete(pieces)
+            sent: list[np.ndarray] = []
+            chunk = 0
+            pause = np.zeros(int(self.sample_rate * SENTENCE_PAUSE_S), dtype=np.float32)
+            pieces = _chain(self._first, self._audio)
+            async for piece in pieces:
+                if piece.samples.size == 0:
+                    continue
+                samples = piece.samples
+                if piece.index != chunk:  # a new sentence chunk: the pause /tts puts between
+                    chunk = piece.index
+                    samples = np.concatenate([pause, samples])
+                if self._order.speed != 1.0:  # each piece at the asked tempo, as it is sent
+                    stretched = await in_thread(
+                        change_speed, Audio(samples, self.sample_rate), self._order.speed
+                    )
+                    samples = stretched.samples
+                sent.append(samples)
+                data = await in_thread(encode, Audio(samples, self.sample_rate), "pcm")
+                self._meter.sent(piece.index, samples.size / self.sample_rate)
+                yield data
+            await self._complete(sent)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
             await self._end_early(Outcome.failed(error))
             raise
-
-    async def _send(self, last_chunk: int, piece: Synthesized) -> bytes:
-        data = await in_thread(encode, piece.audio[0], "pcm")
-        self._meter.sent(last_chunk, piece.audio[0].duration_s)
-        return data
 
     async def close(self) -> None:
         """End the stream; if it had not completed, it was cancelled (the client went away)
@@ -185,18 +173,19 @@ class SpeechStream:
         if self._status is not GenerationStatus.STREAMING:
             return False
         self._status = outcome.status
-        tasks = [task for _, task in self._pending]
-        await _abandon(self._ledger, self._order, self._hold, self.generation_id, tasks, outcome)
+        await _abandon(
+            self._ledger, self._order, self._hold, self.generation_id, self._audio, outcome
+        )
         return True
 
-    async def _complete(self, pieces: Sequence[Synthesized]) -> None:
-        samples = np.concatenate([piece.audio[0].samples for piece in pieces])
-        audio = Audio(samples, self.sample_rate)
+    async def _complete(self, sent: Sequence[np.ndarray]) -> None:
+        result = self._audio.result
+        assert result is not None
+        audio = Audio(np.concatenate(sent), self.sample_rate)
         data = await in_thread(encode, audio, self._order.format)
-        model_ms = _ms(pieces[-1].ready_at - self._first.started)
-        outcome = Outcome.ok(
-            [Spoken(data, audio.duration_s)], Timing(queue_ms=self.queue_ms, model_ms=model_ms)
-        )
+        reason = worst_reason([FinishReason(chunk.finish_reason) for chunk in result.chunks])
+        timing = Timing(queue_ms=self.queue_ms, model_ms=_ms(result.model_s))
+        outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
             await in_thread(
@@ -206,23 +195,27 @@ class SpeechStream:
         self.charge = (self.tokens_used, audio.duration_s)
 
 
+async def _chain(first: AudioPiece, rest: AudioStream) -> AsyncIterator[AudioPiece]:
+    yield first
+    async for piece in rest:
+        yield piece
+
+
 async def _abandon(
     ledger: GenerationLedger,
     order: Order,
     hold: Hold,
     generation_id: int,
-    pending: Sequence[asyncio.Task[Synthesized]],
+    audio: AudioStream,
     outcome: Outcome,
 ) -> None:
-    """A stream ended before its end: withdraw its jobs and record it with what it was sent.
+    """A stream ended before its end: withdraw its job and record it with what it was sent.
 
-    Cancelled jobs that wait leave the queue unrun; a running one's result is dropped. Shielded,
+    Its waiting chunks never run; running ones leave their slots at the next step. Shielded,
     because this runs while the request itself is being cancelled and must still be recorded.
     """
-    for task in pending:
-        task.cancel()
     with anyio.CancelScope(shield=True):
-        await asyncio.gather(*pending, return_exceptions=True)
+        await audio.close()
         await in_thread(ledger.settle, order, outcome, hold, generation_id)
 
 
@@ -230,19 +223,14 @@ class StreamingService:
     """Opens streamed /tts calls with /tts's checks, `prepare` and ledger."""
 
     def __init__(
-        self,
-        runtime: ModelRuntime,
-        synthesis: SynthesisService,
-        ledger: GenerationLedger,
-        max_job_items: int,
+        self, runtime: ModelRuntime, synthesis: SynthesisService, ledger: GenerationLedger
     ) -> None:
         self._runtime = runtime
         self._synthesis = synthesis
         self._ledger = ledger
-        self._max_job_items = max_job_items
 
     async def open(self, user_id: int, text: str, request: SpeechRequest) -> SpeechStream:
-        """Validate, then synthesise the first chunk and queue the rest; nothing sent yet.
+        """Validate, queue the text and wait for its first audio; nothing sent yet.
 
         Raises what /tts raises, before any audio exists; a failure after the row was made
         is recorded on it.
@@ -267,26 +255,31 @@ class StreamingService:
             raise
         submitted = time.perf_counter()
         try:
-            first = await _piece(model, items[:1], sampling, continues=False, speed=order.speed)
-        except BaseException as error:  # the model, or a cancellation (e.g. shutdown)
+            audio = model.stream(items, sampling, user_id)
+        except Exception as error:  # a full queue, shutdown: nothing was queued
             await self._ledger.settle_failure(order, hold, error, generation_id=generation_id)
             raise
-        step = self._max_job_items
-        pending = [
-            (
-                min(start + step, len(items)) - 1,  # the piece's last chunk, for the meter
-                asyncio.create_task(
-                    _piece(
-                        model,
-                        items[start : start + step],
-                        sampling,
-                        continues=True,
-                        speed=order.speed,
-                    )
-                ),
-            )
-            for start in range(1, len(items), step)
-        ]
+        try:
+            first = await anext(audio)
+        except StopAsyncIteration:  # pragma: no cover - every chunk makes at least one frame
+            raise RuntimeError("the stream ended before any audio") from None
+        except Exception as error:
+            await _abandon(self._ledger, order, hold, generation_id, audio, Outcome.failed(error))
+            raise
+        except asyncio.CancelledError:  # e.g. shutdown: the row must not stay STREAMING
+            cancelled = Outcome.cancelled("cancelled before any audio")
+            await _abandon(self._ledger, order, hold, generation_id, audio, cancelled)
+            raise
+        first_audio_s = time.perf_counter() - submitted
+        sample_rate = model.info.sample_rate
         return SpeechStream(
-            self._ledger, order, hold, meter, generation_id, submitted, first, pending
+            self._ledger,
+            order,
+            hold,
+            meter,
+            generation_id,
+            audio,
+            first,
+            first_audio_s,
+            sample_rate,
         )

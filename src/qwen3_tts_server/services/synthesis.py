@@ -1,11 +1,13 @@
 """Text to audio for /tts and /batchtts: check, run the model, encode, record through the ledger.
 
-Long texts are split into sentences and sent as one multi-item job, so the scheduler can batch
-them with each other and with other requests, then joined with a short pause. Nothing is kept
-for `store=false` but the usage row. A call reserves its tokens before any work (`prepare`,
-services/quota.py); from then on, whatever raises (the model, the encoder, the database,
-memory) is recorded with its error and releases the reservation, so a failed call costs
-nothing. Streamed /tts (services/streaming.py) uses the same checks, `prepare` and ledger.
+Long texts are split into sentences and sent as one job of sentence chunks, which the scheduler
+runs side by side in its slots, interleaved with other users' work, then joined with a short
+pause. Each text records why its generation ended (`finish_reason`: the least clean of its
+chunks'). Nothing is kept for `store=false` but the usage row. A call reserves its tokens
+before any work (`prepare`, services/quota.py); from then on, whatever raises (the model, a
+runaway generation, the encoder, the database, memory) is recorded with its error and releases
+the reservation, so a failed call costs nothing. Streamed /tts (services/streaming.py) uses the
+same checks, `prepare` and ledger.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from qwen3_tts_server.services import billing
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
-from qwen3_tts_server.services.runtime import ModelRuntime, Timing
+from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
 from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.services.voicing import Voicing, stored_voice
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.values import Audio, FinishReason, Sampling
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Speech:
     extension: str
     duration_s: float
     sample_rate: int
+    finish_reason: FinishReason
 
 
 @dataclass(frozen=True)
@@ -117,17 +120,20 @@ class SynthesisService:
 
     async def _speak(
         self, order: Order, voicing: Voicing, sampling: Sampling
-    ) -> tuple[list[list[Audio]], Timing]:
-        """Every text of the order, each split into sentences, in one scheduler job."""
+    ) -> tuple[list[list[Audio]], list[FinishReason], Timing]:
+        """Every text of the order, each split into sentences, in one scheduler job: the
+        sentences' audio and one finish reason per text."""
         chunks = [self.sentences(text) for text in order.texts]
         items = [voicing.item(chunk, order.language) for parts in chunks for chunk in parts]
-        result = await self._runtime.loaded().speak(items, sampling)
+        result = await self._runtime.loaded().speak(items, sampling, order.user_id)
         per_text: list[list[Audio]] = []
+        reasons: list[FinishReason] = []
         offset = 0
         for parts in chunks:
             per_text.append(result.audio[offset : offset + len(parts)])
+            reasons.append(worst_reason(result.finish_reasons[offset : offset + len(parts)]))
             offset += len(parts)
-        return per_text, result.timing
+        return per_text, reasons, result.timing
 
     # -- /tts ----------------------------------------------------------------------------------
     async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
@@ -135,9 +141,9 @@ class SynthesisService:
         [text] = order.texts
         hold, voicing = await in_thread(self.prepare, order, "tts", len(text))
         try:
-            per_text, timing = await self._speak(order, voicing, sampling)
+            per_text, [reason], timing = await self._speak(order, voicing, sampling)
             [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
-            outcome = Outcome.ok([Spoken(data, audio.duration_s)], timing)
+            outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
             receipt = await in_thread(self._ledger.settle, order, outcome, hold)
         except BaseException as error:
             await self._ledger.settle_failure(order, hold, error)
@@ -151,6 +157,7 @@ class SynthesisService:
             extension=FORMATS[order.format].extension,
             duration_s=audio.duration_s,
             sample_rate=audio.sample_rate,
+            finish_reason=reason,
         )
 
     # -- /batchtts -----------------------------------------------------------------------------
@@ -163,9 +170,12 @@ class SynthesisService:
         price = billing.batch_tokens(chars, discount)
         hold, voicing = await in_thread(self.prepare, order, "batch", price)
         try:
-            per_text, timing = await self._speak(order, voicing, sampling)
+            per_text, reasons, timing = await self._speak(order, voicing, sampling)
             encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
-            spoken = [Spoken(data, audio.duration_s) for audio, data in encoded]
+            spoken = [
+                Spoken(data, audio.duration_s, reason)
+                for (audio, data), reason in zip(encoded, reasons, strict=True)
+            ]
             outcome = Outcome.ok(spoken, timing)
             receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount, hold)
         except BaseException as error:
@@ -194,6 +204,7 @@ class SynthesisService:
                     "chars": len(order.texts[index]),
                     "tokens": receipt.tokens[index],
                     "duration_s": round(audio.duration_s, 3),
+                    "finish_reason": str(reasons[index]),
                 }
                 for index, (audio, _) in enumerate(encoded)
             ],

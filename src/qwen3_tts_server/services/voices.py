@@ -198,7 +198,9 @@ class VoiceService:
                     "model (set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
                 )
             sampling = self._settings.sampling()
-            sample = await model.scheduler.design(phrase, description, language, sampling)
+            sample = await model.scheduler.design(
+                phrase, description, language, sampling, user=user_id
+            )
             prompt = await model.scheduler.create_prompt(sample, phrase)
             data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
             voice = Voice(

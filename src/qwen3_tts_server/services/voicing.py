@@ -16,21 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen3_tts_server.engine.base import CustomItem, EngineInfo, SynthItem
+from qwen3_tts_server.engine.base import CustomItem, DesignItem, EngineInfo, SynthItem
 from qwen3_tts_server.errors import BadRequest
-
-
-@dataclass(frozen=True)
-class DesignItem:
-    """One text in a voice described in words (VoiceDesign model), e.g. a designed voice asked
-    to follow instructions."""
-
-    text: str
-    language: str
-    description: str
-
-
-ModelItem = SynthItem | CustomItem | DesignItem
 
 
 @dataclass(frozen=True)
