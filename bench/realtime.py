@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
@@ -59,8 +60,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths = make_tiny_models(root / "models")
-        engine = QwenEngine.load(
-            paths.base, paths.voice_design, paths.custom_voice, max_new_tokens_cap=args.frames
+        engine = StepEngine(
+            QwenEngine.load(
+                paths.base, paths.voice_design, paths.custom_voice, max_new_tokens_cap=args.frames
+            )
         )
         settings = Settings(
             data_dir=root / "data",
