@@ -24,6 +24,7 @@ from support import (
     clone_voice,
     new_user_key,
 )
+from test_failure_records import OutOfMemoryEngine
 
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.services.speakers import OPENAI_VOICES
@@ -334,3 +335,16 @@ def test_sse_in_a_whole_file_format_is_one_delta(api: TestClient) -> None:
     assert delta["type"] == "speech.audio.delta" and done["type"] == "speech.audio.done"
     mp3 = base64.b64decode(delta["audio"])
     assert sf.info(io.BytesIO(mp3)).format == "MP3"  # OpenAI's default format, whole
+
+
+def test_an_outage_on_v1_is_a_503_in_openais_shape(make_client: AppFactory, engine: Engine) -> None:
+    """Out of memory (a real MemoryError in the model call): 503 with Retry-After, OpenAI's
+    body (the SDK retries it as an InternalServerError), nothing charged."""
+    api = make_client(load_engine=lambda: OutOfMemoryEngine(engine))
+    _, headers = new_user_key(api)
+    clone_voice(api, headers, name="Narrator")
+    response = api.post(SPEECH, headers=headers, json={"input": "Hi.", "voice": "Narrator"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    error = _error(response)
+    assert error["type"] == "server_error" and "out of memory" in error["message"]
+    assert api.get("/usage", headers=headers).json()["tts_calls"] == 0
