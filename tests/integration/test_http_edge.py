@@ -80,8 +80,10 @@ def read_answer(sock: socket.socket) -> Answer:
     return Answer(int(status_line.split()[1]), headers, body[:length], closed)
 
 
-def trickle(sock: socket.socket, stop: threading.Event) -> threading.Thread:
-    """Send one byte every 100 ms until `stop` or the server closes the connection."""
+def answer_while_trickling(sock: socket.socket) -> Answer:
+    """The server's answer while this client sends one byte every 100 ms (until the server
+    closes the connection or answers)."""
+    stop = threading.Event()
 
     def run() -> None:
         while not stop.wait(0.1):
@@ -90,9 +92,13 @@ def trickle(sock: socket.socket, stop: threading.Event) -> threading.Thread:
             except OSError:
                 return
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    sender = threading.Thread(target=run, daemon=True)
+    sender.start()
+    try:
+        return read_answer(sock)
+    finally:
+        stop.set()
+        sender.join()
 
 
 def test_a_request_head_over_the_limit_is_431_and_closed(server: LiveServer) -> None:
@@ -105,15 +111,9 @@ def test_a_request_head_over_the_limit_is_431_and_closed(server: LiveServer) -> 
 
 
 def test_a_head_that_trickles_in_is_408_and_closed(server: LiveServer) -> None:
-    stop = threading.Event()
     with connection(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        sender = trickle(sock, stop)
-        try:
-            answer = read_answer(sock)
-        finally:
-            stop.set()
-            sender.join()
+        answer = answer_while_trickling(sock)
     assert answer.status == 408
     assert "head" in answer.detail()
     assert answer.closed
@@ -125,19 +125,13 @@ def test_a_connection_that_sends_nothing_is_closed(server: LiveServer) -> None:
 
 
 def test_a_body_that_trickles_in_is_408_and_closed(server: LiveServer) -> None:
-    stop = threading.Event()
     with connection(server) as sock:
         sock.sendall(
             b"POST /auth/exchange-invite HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
             b'{"invite_code": "'
         )
-        sender = trickle(sock, stop)
-        try:
-            answer = read_answer(sock)
-        finally:
-            stop.set()
-            sender.join()
+        answer = answer_while_trickling(sock)
     assert answer.status == 408
     assert "body" in answer.detail()
     assert answer.closed

@@ -108,6 +108,11 @@ class SpeechChecks:
         return order, sampling
 
 
+def sentence_pause(sample_rate: int) -> np.ndarray:
+    """The silence /tts puts between two sentences of one text (streams put the same)."""
+    return np.zeros(int(sample_rate * SENTENCE_PAUSE_S), dtype=np.float32)
+
+
 def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
     """The sentences of one text as one audio, with a short pause between each two.
 
@@ -116,7 +121,7 @@ def join_sentences(parts: Sequence[Audio], *, continues: bool = False) -> Audio:
     audio that joining every sentence at once makes.
     """
     rate = parts[0].sample_rate
-    pause = np.zeros(int(rate * SENTENCE_PAUSE_S), dtype=np.float32)
+    pause = sentence_pause(rate)
     pieces: list[np.ndarray] = []
     for index, part in enumerate(parts):
         if index or continues:

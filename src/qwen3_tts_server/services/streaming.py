@@ -49,7 +49,7 @@ from qwen3_tts_server.services.generations import GenerationLedger, Order, Outco
 from qwen3_tts_server.services.metering import DeliveryMeter
 from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
-from qwen3_tts_server.services.speech import SENTENCE_PAUSE_S, SpeechRequest
+from qwen3_tts_server.services.speech import SpeechRequest, sentence_pause
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
 from qwen3_tts_server.values import Audio, FinishReason, GenerationStatus
@@ -136,7 +136,7 @@ class SpeechStream:
                 yield wav_stream_header(self.sample_rate)
             sent: list[np.ndarray] = []
             chunk = 0
-            pause = np.zeros(int(self.sample_rate * SENTENCE_PAUSE_S), dtype=np.float32)
+            pause = sentence_pause(self.sample_rate)
             pieces = _chain(self._first, self._audio)
             async for piece in pieces:
                 if piece.samples.size == 0:
