@@ -40,13 +40,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
 from qwen3_tts_server.engine.base import EngineInfo, Item, SynthItem
 from qwen3_tts_server.engine.loop import LoopConfig
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.scheduler import Scheduler
-from qwen3_tts_server.engine.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
 from qwen3_tts_server.engine.stock_args import generate_kwargs
 from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
@@ -76,7 +75,7 @@ class Endless:
     def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         slot = self.inner.admit(item, sampling, budget)
         # The talker may no longer pick EOS (it would also be no valid code to decode).
-        slot.sampler._talker.append(SuppressTokensLogitsProcessor([slot.eos], device="cpu"))
+        slot.lane.table.suppress[slot.row, slot.eos] = True
         return slot
 
     def step(self, slots: Sequence[Slot]) -> None:

@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)

@@ -45,7 +45,7 @@ import torch
 from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.codec import STREAMING, Codec
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 

@@ -1,6 +1,6 @@
 """Stock qwen-tts behind the step interface, for bench/api.py only: the server as it was.
 
-Why: the server's scheduler drives an `Engine` step by step (engine/stepper.py). To time the
+Why: the server's scheduler drives an `Engine` step by step (engine/step/stepper.py). To time the
 same HTTP path over stock qwen-tts, `admit` runs the whole stock `generate` for the one text
 (`QwenEngine.stock_codes`, with stock's `max_new_tokens` = budget + 1) and `step` then hands
 its frames out one per call, so the loop decodes and delivers them as it does the step
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from qwen3_tts_server.engine.base import EngineInfo, Item
 from qwen3_tts_server.engine.guard import EOS, LENGTH
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 
 
@@ -26,7 +24,8 @@ class StockEngine:
 
     def __init__(self, stock: QwenEngine) -> None:
         self._stock = stock
-        self._lanes = StepEngine(stock, prepack=False)  # only for its decoders and lanes
+        # Only for its lanes' decoders: one row of a short context, no real slot table.
+        self._lanes = StepEngine(stock, prepack=False, rows=1, context=8)
         self._made: dict[int, int] = {}  # frames stock made, by id() of the slot holding them
 
     def info(self) -> EngineInfo:
@@ -45,22 +44,17 @@ class StockEngine:
     def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
         call = self._stock.prepare([item])
         [codes] = self._stock.stock_codes([item], sampling, budget + 1)
-        lane = self._lanes._lanes[call.role]
-        empty = torch.zeros(1, 1)
+        context = call.ref_codes[0]
         slot = Slot(
-            lane=lane,
-            sampler=None,  # type: ignore[arg-type]  # stock sampled already
-            kv=[],
-            length=0,
-            rope_delta=0,
-            trailing=empty,
-            pad=empty,
+            lane=self._lanes.lane(call.role),
+            row=-1,  # stock sampled already: the slot holds no row
+            seed=0,
             eos=-1,
-            hidden=empty,
-            token=0,
             budget=budget,
-            codes=codes,
-            context=call.ref_codes[0],
+            position=0,
+            prompt_tokens=0,
+            codes=codes.cpu(),
+            context=None if context is None else context.cpu(),
         )
         self._made[id(slot)] = codes.shape[0]
         return slot
@@ -76,4 +70,3 @@ class StockEngine:
 
     def release(self, slot: Slot) -> None:
         self._made.pop(id(slot), None)
-        slot.kv = []

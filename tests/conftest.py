@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen3_tts_server.engine import sampler
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step import stepper
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import make_tiny_models
 from qwen3_tts_server.values import Audio
 
@@ -36,7 +36,7 @@ def _tone(seconds: float = 1.0, sample_rate: int = 24000, pitch: float = 220.0) 
 def _seeds_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unseeded generations draw their seeds from a counter instead of the OS: each test sees
     the same "random" audio on every run (production draws them at random)."""
-    monkeypatch.setattr(sampler, "random_seed", itertools.count(1).__next__)
+    monkeypatch.setattr(stepper, "random_seed", itertools.count(1).__next__)
 
 
 @pytest.fixture(scope="session")

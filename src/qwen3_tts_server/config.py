@@ -73,8 +73,11 @@ class Settings(BaseSettings):
     #: Unfinished jobs (API calls) the scheduler holds in total, and per user.
     queue_max: int = Field(64, ge=1)
     user_queue_max: int = Field(16, ge=1)
-    #: Slots (texts generated side by side); reserve slots only go to users holding none.
-    engine_max_batch: int = Field(8, ge=1)
+    #: Slots (texts generated side by side; default 8 on CPU, 128 on CUDA) and K/V positions
+    #: per slot (prompt + frames); README "Sizing the engine". Reserve slots only go to users
+    #: holding none.
+    engine_max_batch: int | None = Field(None, ge=1, le=256)
+    engine_max_context: int = Field(2048, ge=256, le=32768)
     engine_reserve_slots: int = Field(2, ge=0)
     job_timeout_s: float = Field(600.0, gt=0)
     #: Frames (80 ms) one sentence chunk may make at most; each text gets less, its own budget.

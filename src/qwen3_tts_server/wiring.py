@@ -14,7 +14,7 @@ from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine
 from qwen3_tts_server.engine.model_files import ModelPaths, local_model_dir, resolve_model_paths
 from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.engine.threads import apply_torch_threads
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
@@ -69,7 +69,12 @@ def engine_loader(settings: Settings) -> EngineLoader:
             dtype=settings.dtype,
             max_new_tokens_cap=settings.max_frames,
         )
-        return StepEngine(stock, quant=settings.quant)
+        return StepEngine(
+            stock,
+            quant=settings.quant,
+            rows=settings.engine_max_batch,
+            context=settings.engine_max_context,
+        )
 
     return load
 

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from support import admin_headers, reference_audio
 
 from qwen3_tts_server.engine.base import DesignItem, Engine, Item
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.services.voices import coverage_phrase
 from qwen3_tts_server.values import Audio, Sampling
 

@@ -23,7 +23,7 @@ from qwen3_tts_server.engine.base import (
     Sampling,
 )
 from qwen3_tts_server.engine.scheduler import Scheduler
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 
 #: Five sentences of under 20 characters: with CHUNK_MAX_CHARS=20 each is its own chunk, and
 #: with ENGINE_MAX_BATCH=1 they take the one slot in turn: chunk n is admitted (call n) only

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qwen3_tts_server.engine.codec import STREAMING, ChunkSchedule, Codec, StreamDecoder
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step.stepper import StepEngine
 
 FRAME = 1920
 

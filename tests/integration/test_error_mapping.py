@@ -25,7 +25,7 @@ from qwen3_tts_server.engine.base import (
     Runaway,
     ShuttingDown,
 )
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.values import Sampling
 
 

@@ -21,7 +21,7 @@ from streamkit import ScriptedEngine
 from support import AppFactory
 
 from qwen3_tts_server.engine.base import Engine, EngineInfo, Item
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.values import Sampling
 
 #: FLAC holds no rate above 655 350 Hz: libsndfile refuses to write this one.

@@ -26,7 +26,7 @@ from typing import Any
 from support import AppFactory, assert_no_orphans, clone_voice, media_files, new_user_key
 
 from qwen3_tts_server.engine.base import Engine, EngineError, Item
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.storage.blobs import BlobStore
 from qwen3_tts_server.values import Sampling
 

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qwen3_tts_server.engine import sampler
 from qwen3_tts_server.engine.base import (
     CustomItem,
     InvalidInput,
@@ -24,7 +23,8 @@ from qwen3_tts_server.engine.guard import EOS, LENGTH, frame_budget
 from qwen3_tts_server.engine.loop import LoopConfig
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.scheduler import Scheduler
-from qwen3_tts_server.engine.stepper import StepEngine
+from qwen3_tts_server.engine.step import stepper
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.values import Sampling
 
 FRAME = 1920
@@ -257,7 +257,7 @@ def test_a_runaway_retry_with_a_new_seed_can_succeed(
             break
     scheduler = make_scheduler(capped=False)  # warmed up before the seeds are fixed
     seeds = iter([outcome[LENGTH], outcome[EOS]])
-    monkeypatch.setattr(sampler, "random_seed", lambda: next(seeds))
+    monkeypatch.setattr(stepper, "random_seed", lambda: next(seeds))
     [result] = asyncio.run(scheduler.generate([item], Sampling())).chunks
     assert (result.finish_reason, result.retried) == (EOS, True)
     assert scheduler.stats.chunks_retried == 1 and scheduler.stats.runaways == 0

@@ -21,7 +21,7 @@ from support import AppFactory, clone_voice, new_user_key
 
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.engine.base import Engine, Item
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.values import Sampling
 
 

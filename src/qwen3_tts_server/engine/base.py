@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from qwen3_tts_server.values import Audio, Sampling
 
 if TYPE_CHECKING:  # the engine's own slot type; base.py stays free of model code
-    from qwen3_tts_server.engine.stepper import Slot
+    from qwen3_tts_server.engine.step.stepper import Slot
 
 #: Languages qwen-tts understands ("auto" means: no language id, the model decides).
 LANGUAGES: tuple[str, ...] = (

@@ -74,7 +74,8 @@ class Codec:
     ) -> list[npt.NDArray[np.float32]]:
         """`decode` of several windows in one decoder call (one weight pass for all slots whose
         audio is due in the same step). Shorter windows are padded on the right: the decoder is
-        causal, so padding after a window's last frame changes none of its samples."""
+        causal, so padding after a window's last frame changes none of its samples. The
+        windows are on the host: one upload of the padded batch, one download of the PCM."""
         longest = max(codes.shape[0] for codes, _ in windows)
         batch = torch.zeros(len(windows), longest, windows[0][0].shape[1], dtype=torch.long)
         for row, (codes, _) in enumerate(windows):
@@ -98,7 +99,7 @@ class StreamDecoder:
         self.decoded = 0  # frames already turned into samples
         self._reference = None
         if reference is not None and schedule.context > 0:
-            self._reference = reference[-schedule.context :].to(codec.device)
+            self._reference = reference[-schedule.context :].cpu()
 
     def due(self, available: int, final: bool) -> bool:
         """Is a decode call due with `available` frames generated (`final`: no more will come)?"""
@@ -113,8 +114,9 @@ class StreamDecoder:
         return self.codec.decode(*self.window(frames))
 
     def window(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """What decodes frames[decoded:] (all frames so far): the frames with their left
-        context, and how many leading frames are context; advances `decoded`."""
+        """What decodes frames[decoded:] (all frames so far, on the host, where the step
+        engine keeps them): the frames with their left context, and how many leading frames
+        are context; advances `decoded`."""
         context = self.schedule.context
         start = max(0, self.decoded - context)
         window = frames[start:]
@@ -123,7 +125,7 @@ class StreamDecoder:
             extra = self._reference[
                 len(self._reference) - min(len(self._reference), context - skip) :
             ]
-            window = torch.cat([extra, window.to(extra.device)])
+            window = torch.cat([extra, window])
             skip += extra.shape[0]
         self.decoded = frames.shape[0]
-        return window.cpu(), skip
+        return window, skip

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from qwen3_tts_server.engine.base import Item
 from qwen3_tts_server.engine.codec import ChunkSchedule, StreamDecoder
 from qwen3_tts_server.engine.guard import RunawayWatch
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.values import Audio, Sampling
 
 

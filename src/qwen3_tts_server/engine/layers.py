@@ -7,10 +7,10 @@ same RMSNorm modules, rotary arithmetic, and SDPA with the arguments transformer
 picks (no mask, GQA in the kernel, causal only for a multi-token input), so that codes equal
 stock qwen-tts for the same dtype.
 
-K/V live in buffers allocated once per slot (talker: one (1, kv_heads, capacity, head_dim) pair
-per layer and slot) or per step (code predictor: one (B, kv_heads, groups + 1, head_dim) pair per
-layer); a step writes its new K/V in place and attends over a view of the filled prefix: no
-cache concatenation, no growth.
+K/V live in preallocated buffers (talker: a slab of one (rows, kv_heads, capacity, head_dim)
+pair per layer, step/table.py; code predictor: one (rows, kv_heads, groups + 1, head_dim) pair per
+layer, rewritten every frame); a step writes its new K/V in place: no cache concatenation, no
+growth.
 """
 
 from __future__ import annotations
@@ -135,29 +135,35 @@ class DecoderLayer:
             return h + self.down(self.act(gu[..., : self.n_inter]) * gu[..., self.n_inter :])
         return h + self.down(self.act(self.gate(x)) * self.up(x))
 
-    def step_slots(
+    def step_rows(
         self,
         h: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        caches: Sequence[KV],
-        positions: Sequence[int],
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
     ) -> torch.Tensor:
-        """One token per slot (h: (B, 1, H)); slot i's K/V go to caches[i] at positions[i].
-
-        Each slot attends over its own filled prefix, exactly as stock does at batch 1; the
-        projections and the MLP run batched.
-        """
+        """One token per row (h: (B, 1, H)); row i's K/V go to keys/values[i] (B, kv_heads,
+        capacity, d) at positions[i], and it attends over the first `span` positions where
+        mask (B, 1, 1, span) is true. The query heads that share a K/V head are laid along the
+        query-length axis, so one attention call serves GQA without repeating K/V."""
         q, k, v = self.qkv_heads(h, cos, sin)
-        outputs = []
-        for i, ((keys, values), pos) in enumerate(zip(caches, positions, strict=True)):
-            keys[:, :, pos : pos + 1] = k[i : i + 1]
-            values[:, :, pos : pos + 1] = v[i : i + 1]
-            outputs.append(
-                self.attend(q[i : i + 1], keys[:, :, : pos + 1], values[:, :, : pos + 1], False)
-            )
-        attn = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return self.finish(h, attn)
+        batch, heads, _, dim = q.shape
+        kv_heads = keys.shape[1]
+        at = positions.view(batch, 1, 1, 1).expand(batch, kv_heads, 1, dim)
+        keys.scatter_(2, at, k)
+        values.scatter_(2, at, v)
+        span = mask.shape[-1]
+        attn = F.scaled_dot_product_attention(
+            q.reshape(batch, kv_heads, heads // kv_heads, dim),
+            keys[:, :, :span],
+            values[:, :, :span],
+            attn_mask=mask,
+            scale=self.scale,
+        )
+        return self.finish(h, attn.reshape(batch, heads, 1, dim))
 
     def step_shared(
         self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KV, start: int

@@ -43,6 +43,8 @@ from qwen3_tts_server.engine.jobs import Chunk, Job
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
+#: Prompt tokens prefilled per turn of the loop at most (a clone prompt is ~100-800 tokens).
+PREFILL_TOKENS_PER_TURN = 2048
 
 
 @dataclass
@@ -251,7 +253,11 @@ class StepLoop:
                 future.set_exception(exc)
 
     def _admit(self) -> None:
-        while True:
+        """Admit waiting chunks into free slots, up to PREFILL_TOKENS_PER_TURN prompt tokens per
+        turn (at least one chunk): a burst of arrivals is spread over a few steps instead of
+        stalling every running stream for all of their prefills at once."""
+        prefilled = 0
+        while prefilled < PREFILL_TOKENS_PER_TURN:
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
                 job = self._queue.pick(dict(held))
@@ -259,11 +265,12 @@ class StepLoop:
                     return
                 chunk = job.take()
             try:
-                self._start(chunk)
+                prefilled += self._start(chunk)
             except Exception as exc:
                 self._fail(job, exc)
 
-    def _start(self, chunk: Chunk) -> None:
+    def _start(self, chunk: Chunk) -> int:
+        """Admit one chunk into a slot; returns its prompt's length in tokens."""
         # Unseeded slots draw a fresh random seed, so a retry is a new attempt.
         slot = self.engine.admit(chunk.item, chunk.job.sampling, chunk.budget)
         if chunk.job.started is None:
@@ -273,6 +280,7 @@ class StepLoop:
         chunk.watch = RunawayWatch(chunk.item.text, slot.lane.codec.upsample, self.config.guard)
         chunk.started = time.monotonic()
         self._active.append(chunk)
+        return slot.prompt_tokens
 
     def _step(self) -> None:
         chunks = list(self._active)

@@ -9,7 +9,6 @@ its texts (see bounds.py). Not thread-safe, like the model under it: the schedul
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -80,12 +79,6 @@ def _pick_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def _pick_attention(device: str) -> str:
-    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
-
-
 class QwenEngine:
     """Base (clone prompts + synthesis), optional VoiceDesign and CustomVoice models."""
 
@@ -145,14 +138,16 @@ class QwenEngine:
 
         device "auto" picks CUDA when available; dtype "auto" is bfloat16 on CUDA and on CPUs
         with oneDNN bf16 kernels, else float32 (see engine.linear);
-        attention is flash_attention_2 when installed on CUDA, else sdpa. `model_id` names the
+        attention is sdpa unless given. `model_id` names the
         base model in stored prompts (default: directory name, or the tiny seed, plus the hidden
         size, so a prompt made by another model size is refused).
         """
         qwen_tts = import_qwen_tts()
         resolved_device = _pick_device(device)
         resolved_dtype = pick_dtype(dtype, resolved_device)
-        attention = attn_implementation or _pick_attention(resolved_device)
+        # SDPA always: the stock reference path must run the attention the step engine is checked
+        # against (flash-attn, when installed, would silently change stock's codes).
+        attention = attn_implementation or "sdpa"
 
         def load_one(path: str | Path | None) -> Any:
             if path is None:
