@@ -57,11 +57,9 @@ def talker_rules(
     return logits.masked_fill(early | suppress, float("-inf"))
 
 
-def choose(
-    scores: torch.Tensor, params: RowParams, frames: torch.Tensor, group: int
-) -> torch.Tensor:
-    """int64 (B,) tokens from float32 scores (B, V): temperature, top-k, top-p, then argmax of
-    scores (+ Gumbel noise from (seed, frame, group) for sampled rows)."""
+def warp(scores: torch.Tensor, params: RowParams) -> torch.Tensor:
+    """HF's sampling warpers for every row: temperature, then top-k (ties with the k-th value
+    kept), then top-p; removed tokens score -inf. Greedy rows pass unchanged."""
     vocab = scores.shape[1]
     scores = scores / params.temperature.unsqueeze(1)
     ascending, order = torch.sort(scores, dim=-1)
@@ -71,6 +69,14 @@ def choose(
     cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
     drop = cumulative <= params.top_p_cut.unsqueeze(1)
     drop[:, -1] = False
-    scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    noise = gumbel(params.seeds, frames, group, vocab) * params.sampled.unsqueeze(1)
+    return scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+
+
+def choose(
+    scores: torch.Tensor, params: RowParams, frames: torch.Tensor, group: int
+) -> torch.Tensor:
+    """int64 (B,) tokens from float32 scores (B, V): the warpers, then the argmax of the scores
+    plus, for sampled rows, Gumbel noise keyed by (seed, frame, group)."""
+    scores = warp(scores, params)
+    noise = gumbel(params.seeds, frames, group, scores.shape[1]) * params.sampled.unsqueeze(1)
     return torch.argmax(scores + noise, dim=-1)
