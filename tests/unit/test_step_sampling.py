@@ -42,7 +42,7 @@ ROWS = [
     (1.3, 0, 0.9, 1.0, 5),
     (0.9, 5, 1.0, 2.0, 2),
     (1.0, 1, 0.5, 1.1, 7),
-    (1.0, 0, 1e-7, 1.0, 3),  # top-p keeps at least the best token
+    (1.0, 0, 1e-9, 1.0, 3),  # 1 - top_p rounds to 1.0: top-p keeps at least the best token
 ]
 
 
