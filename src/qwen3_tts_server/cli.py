@@ -222,8 +222,8 @@ def make_tiny(
     dims: Annotated[
         str,
         typer.Option(
-            help="Size preset: tiny (tests, demo) or real-0.6b (the published 0.6B sizes, "
-            "random weights, ~2.4 GB: speed measurements)."
+            help="Size preset: tiny (tests, demo), real-0.6b or real-1.7b (the published "
+            "sizes, random weights, ~2.4 / ~4.5 GB: speed measurements)."
         ),
     ] = "tiny",
 ) -> None:

@@ -383,7 +383,7 @@ def test_serve_without_models_exits_with_advice(
 def test_make_tiny_refuses_an_unknown_size_preset(tmp_path: Path) -> None:
     result = cli("models", "make-tiny", "--dims", "huge", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert "--dims must be one of real-0.6b, tiny" in result.stderr
+    assert "--dims must be one of real-0.6b, real-1.7b, tiny" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -5,21 +5,23 @@ work needs the real compute and memory traffic of Qwen3-TTS-12Hz-0.6B-Base ("rea
 published sizes, random weights). Everything structural (codec special ids, rope type, strides,
 the repository layout) is shared in tiny.py, so both presets run the same qwen-tts code.
 
-The real-0.6b sizes are those of the published config.json files (talker, code predictor,
-ECAPA speaker encoder, Mimi encoder and the 12 Hz decoder of Qwen3-TTS-Tokenizer-12Hz): 915 M
-parameters in the model plus 154 M in the speech tokenizer.
+The real-0.6b sizes are those of the published config.json files (talker, code predictor, ECAPA
+speaker encoder, Mimi encoder and the 12 Hz decoder of Qwen3-TTS-Tokenizer-12Hz): 915 M
+parameters in the model plus 154 M in the speech tokenizer. real-1.7b (below) changes the
+talker's width and the predictor's input projection.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
 @dataclass(frozen=True)
 class ModelDims:
-    """Sizes of one preset. Talker and code predictor share hidden size and attention shape
-    (true of the 0.6B model; the 1.7B one adds a projection between them)."""
+    """Sizes of one preset. The code predictor has the talker's attention shape; its hidden
+    and MLP sizes are the talker's unless given (the 1.7B model's predictor is narrower, with a
+    projection from the talker's width, which qwen-tts adds when the sizes differ)."""
 
     name: str
     #: Which model variants to build (the published 0.6B exists as Base and CustomVoice only).
@@ -40,6 +42,8 @@ class ModelDims:
     max_positions: int
     #: dtype the weights are saved in (the published repos ship bfloat16).
     weights_dtype: str
+    predictor_hidden: int | None = None
+    predictor_intermediate: int | None = None
     speaker_encoder: dict[str, Any] = field(default_factory=dict)
     speech_shared: dict[str, Any] = field(default_factory=dict)
     speech_encoder: dict[str, Any] = field(default_factory=dict)
@@ -132,4 +136,16 @@ REAL_0_6B = ModelDims(
     },
 )
 
-PRESETS: dict[str, ModelDims] = {dims.name: dims for dims in (TINY, REAL_0_6B)}
+#: Qwen3-TTS-12Hz-1.7B-Base: the talker on the Qwen3-1.7B backbone (hidden 2048, MLP 6144,
+#: 28 layers, 16/8 heads of 128), the code predictor at the 0.6B's size behind a 2048 -> 1024
+#: projection; codec and speech tokenizer as in 0.6B. The server's default base model.
+REAL_1_7B = replace(
+    REAL_0_6B,
+    name="real-1.7b",
+    hidden=2048,
+    intermediate=6144,
+    predictor_hidden=1024,
+    predictor_intermediate=3072,
+)
+
+PRESETS: dict[str, ModelDims] = {dims.name: dims for dims in (TINY, REAL_0_6B, REAL_1_7B)}

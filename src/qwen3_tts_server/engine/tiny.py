@@ -294,6 +294,8 @@ def tts_config(text_tokenizer: Any, variant: str, dims: ModelDims) -> Any:
         "spk_is_dialect": dict(_SPEAKER_DIALECTS) if speakers else {},
         "code_predictor_config": attention
         | {
+            "hidden_size": dims.predictor_hidden or dims.hidden,
+            "intermediate_size": dims.predictor_intermediate or dims.intermediate,
             "vocab_size": codebook,
             "num_hidden_layers": dims.predictor_layers,
             "layer_types": ["full_attention"] * dims.predictor_layers,

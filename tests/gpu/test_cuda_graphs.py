@@ -69,7 +69,7 @@ def test_warm_up_captures_before_serving_and_steps_sync_once(
     assert steps.lane("base").graphs is not None
     item = SynthItem(TEXTS[1], "english", cuda_engine.create_prompt(make_audio(), None))
     slot = steps.admit(item, Sampling(seed=3), 8)
-    torch.cuda.set_sync_debug_mode("warn")
+    torch.cuda.set_sync_debug_mode("error")
     try:
         steps.step([slot])  # the only sync of a step is the wait for its codes
     finally:
