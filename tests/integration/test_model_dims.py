@@ -1,16 +1,22 @@
-"""Size presets of the locally built models: real-0.6b has the published sizes, and the cache
-builds a preset once and rebuilds it only when the seed or preset changed."""
+"""Size presets of the locally built models: real-0.6b has the published sizes, the 1.7B layout
+(a narrower code predictor) runs through the step engine, and the cache builds a preset once and
+rebuilds it only when the seed or preset changed."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.dims import REAL_0_6B
+from qwen3_tts_server.engine.dims import PRESETS, REAL_0_6B, TINY
+from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.engine.tiny import (
     DIMS_MARKER,
     cached_models,
@@ -19,6 +25,7 @@ from qwen3_tts_server.engine.tiny import (
     tts_config,
 )
 from qwen3_tts_server.engine.tiny_text import build_text_tokenizer
+from qwen3_tts_server.values import Audio, Sampling
 
 
 def _parameters(module: torch.nn.Module) -> int:
@@ -63,6 +70,30 @@ def test_cached_models_build_once_and_rebuild_on_another_seed(tmp_path: Path) ->
 
 
 def test_unknown_preset_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"dims must be one of \['real-0.6b', 'tiny'\]"):
+    with pytest.raises(
+        ValueError, match=r"dims must be one of \['real-0.6b', 'real-1.7b', 'tiny'\]"
+    ):
         make_tiny_models(tmp_path, dims="huge")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_narrower_code_predictor_runs_through_the_step_like_stock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_audio: Callable[..., Audio]
+) -> None:
+    """The 1.7B layout (a predictor narrower than the talker, behind qwen-tts's projection) at
+    tiny sizes: the preset's sizes reach the model, and the step's greedy codes equal stock's."""
+    narrow = replace(TINY, name="tiny-narrow", predictor_hidden=16, predictor_intermediate=24)
+    monkeypatch.setitem(PRESETS, narrow.name, narrow)
+    paths = make_tiny_models(tmp_path, dims=narrow.name)
+    stock = QwenEngine.load(paths.base, device="cpu", dtype="float32")
+    predictor = stock.model("base").model.talker.code_predictor
+    assert isinstance(predictor.small_to_mtp_projection, torch.nn.Linear)
+    assert predictor.small_to_mtp_projection.weight.shape == (16, TINY.hidden)
+    item = SynthItem("A narrower predictor.", "english", stock.create_prompt(make_audio(), None))
+    greedy = Sampling(temperature=0)
+    steps = StepEngine(stock)
+    slot = steps.admit(item, greedy, 10)
+    while not slot.done:
+        steps.step([slot])
+    [reference] = stock.stock_codes([item], greedy, 11)
+    assert torch.equal(slot.frames, reference)

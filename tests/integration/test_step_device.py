@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from qwen3_tts_server.engine import layers, predictor
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.linear import linear_factory
+from qwen3_tts_server.engine.linear import CudaLinear
 from qwen3_tts_server.engine.qwen import QwenEngine
 from qwen3_tts_server.engine.step import body, noise, sampling
 from qwen3_tts_server.engine.step.stepper import Lane, StepEngine
@@ -70,7 +70,8 @@ def fake_lane(tiny_models_dir: Path) -> Iterator[Lane]:
     """A lane built on the CPU (stock's rotary module cannot run on a fake device: it opens an
     autocast context for the tensor's device type), then moved wholesale to fake tensors."""
     model = QwenEngine.load(tiny_models_dir / "base", device="cpu").model("base")
-    lane = Lane("base", model, linear_factory(FAKE, torch.float32), rows=4, context=64)
+    lane = Lane("base", model, CudaLinear, rows=4, context=64)  # CUDA's linears: fused
+    assert lane.talker_layers[0].qkv is not None
     with FakeTensorMode(allow_non_fake_inputs=False):
         yield _to_fake(lane, set())
 

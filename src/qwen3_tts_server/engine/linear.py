@@ -7,7 +7,8 @@ plain (N, K) weight and re-blocks it on *every* call; a weight reordered once fo
 microkernel bit-identically at ~1.9x the speed. In fp32 the stock kernel is MKL, whose GEMM for
 2+ rows is slow on AMD CPUs; oneDNN prepacked fp32 is ~2x faster but NOT bit-identical (rounding
 differences; greedy codes matched stock in every run measured, a flip on a near-tie is
-possible). On CUDA, or where oneDNN is missing, weights stay plain (`F.linear`).
+possible). On CUDA weights stay plain (`F.linear`, q/k/v and gate/up fused); where oneDNN is
+missing, plain and unfused.
 
 `DTYPE=auto` on a CPU picks bfloat16 where oneDNN has bf16 kernels (avx512_bf16 or AMX), else
 float32, and says which in the log.
@@ -48,6 +49,14 @@ class PlainLinear:
         return F.linear(x, self.weight, self.bias)
 
 
+class CudaLinear(PlainLinear):
+    """`F.linear` on CUDA, where q/k/v and gate/up are fused too: fewer, larger GEMMs per layer
+    (a GPU step is bound by kernel count, not by FLOPs). Not bit-exact with the unfused GEMMs:
+    the serving step's promise on CUDA is a logits tolerance (README "Reproducibility")."""
+
+    fusable = True
+
+
 class PackedLinear:
     """A weight reordered once into oneDNN's blocked layout; only the packed copy is kept."""
 
@@ -86,6 +95,8 @@ def linear_factory(
         raise ValueError(f"quant must be none or int8, got {quant!r}")
     if can_prepack(device, dtype):
         return PackedLinear
+    if torch.device(device).type == "cuda":
+        return CudaLinear
     return PlainLinear
 
 

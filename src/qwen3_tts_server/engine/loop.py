@@ -43,8 +43,10 @@ from qwen3_tts_server.engine.jobs import Chunk, Job
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
-#: Prompt tokens prefilled per turn of the loop at most (a clone prompt is ~100-800 tokens).
-PREFILL_TOKENS_PER_TURN = 2048
+#: Time a turn of the loop spends admitting (prompt building and prefill) before it steps the
+#: running slots again. With a GPU step of ~10-30 ms, a turn stays under one 80 ms frame, so
+#: running streams keep ahead of real time while a burst of arrivals is taken in.
+ADMIT_SECONDS_PER_TURN = 0.05
 
 
 @dataclass
@@ -253,11 +255,11 @@ class StepLoop:
                 future.set_exception(exc)
 
     def _admit(self) -> None:
-        """Admit waiting chunks into free slots, up to PREFILL_TOKENS_PER_TURN prompt tokens per
-        turn (at least one chunk): a burst of arrivals is spread over a few steps instead of
-        stalling every running stream for all of their prefills at once."""
-        prefilled = 0
-        while prefilled < PREFILL_TOKENS_PER_TURN:
+        """Admit waiting chunks into free slots for up to ADMIT_SECONDS_PER_TURN (at least one
+        chunk): a burst of arrivals is spread over a few steps instead of stalling every running
+        stream for all of their prefills at once."""
+        deadline = time.perf_counter() + ADMIT_SECONDS_PER_TURN
+        while time.perf_counter() < deadline:
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
                 job = self._queue.pick(dict(held))
@@ -265,12 +267,11 @@ class StepLoop:
                     return
                 chunk = job.take()
             try:
-                prefilled += self._start(chunk)
+                self._start(chunk)
             except Exception as exc:
                 self._fail(job, exc)
 
-    def _start(self, chunk: Chunk) -> int:
-        """Admit one chunk into a slot; returns its prompt's length in tokens."""
+    def _start(self, chunk: Chunk) -> None:
         # Unseeded slots draw a fresh random seed, so a retry is a new attempt.
         slot = self.engine.admit(chunk.item, chunk.job.sampling, chunk.budget)
         if chunk.job.started is None:
@@ -280,7 +281,6 @@ class StepLoop:
         chunk.watch = RunawayWatch(chunk.item.text, slot.lane.codec.upsample, self.config.guard)
         chunk.started = time.monotonic()
         self._active.append(chunk)
-        return slot.prompt_tokens
 
     def _step(self) -> None:
         chunks = list(self._active)

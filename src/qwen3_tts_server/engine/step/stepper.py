@@ -143,7 +143,6 @@ class Slot:
     eos: int
     budget: int
     position: int  # tokens in the row's K/V (the host's mirror of table.length)
-    prompt_tokens: int
     codes: torch.Tensor  # (budget, groups) on the host, frames so far in rows [0, count)
     context: torch.Tensor | None = None  # ICL reference codes (decoder left context)
     count: int = 0
@@ -323,7 +322,6 @@ class StepEngine:
             eos=prompt.eos,
             budget=budget,
             position=length,
-            prompt_tokens=length,
             codes=torch.empty(budget, lane.groups, dtype=torch.long),
             context=None if context is None else context.cpu(),
         )
