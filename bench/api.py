@@ -60,9 +60,9 @@ from qwen3_tts_server.app import create_app
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Audio, Engine, EngineInfo, Item, Sampling
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import cached_models, make_tiny_models
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
-from qwen3_tts_server.engine.tiny import cached_models, make_tiny_models
 from stock_engine import StockEngine
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)

@@ -3,12 +3,12 @@
     .venv/bin/python bench/codec.py [--model-dir DIR] [--frames 100] [--dtype float32]
 
 Why: frame-level streaming decodes a few frames at a time with `context` frames of left context
-(engine/codec.py). This measures, per context size and chunk schedule, how far the joined chunks
-are from decoding all frames at once (max |difference| and SNR in dB, signal = the one-shot
-decode) and what the chunks cost in decoder time relative to the one-shot decode. Random codes
-on random weights: the numbers describe the decoder's architecture (receptive field), not
-speech quality. `--model-dir` takes any model directory (tiny by default; a real-dimension one
-measures real cost).
+(engine/serving/codec.py). This measures, per context size and chunk schedule, how far the
+joined chunks are from decoding all frames at once (max |difference| and SNR in dB, signal = the
+one-shot decode) and what the chunks cost in decoder time relative to the one-shot decode.
+Random codes on random weights: the numbers describe the decoder's architecture (receptive
+field), not speech quality. `--model-dir` takes any model directory (tiny by default; a
+real-dimension one measures real cost).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen3_tts_server.engine.codec import ChunkSchedule, Codec, StreamDecoder
-from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.model.compat import import_qwen_tts
+from qwen3_tts_server.engine.model.tiny import make_tiny_models
+from qwen3_tts_server.engine.serving.codec import ChunkSchedule, Codec, StreamDecoder
 
 
 def _snr_db(reference: np.ndarray, other: np.ndarray) -> float:

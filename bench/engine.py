@@ -42,12 +42,12 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import EngineInfo, Item, SynthItem
-from qwen3_tts_server.engine.loop import LoopConfig
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.stock_args import generate_kwargs
+from qwen3_tts_server.engine.model.tiny import cached_models
+from qwen3_tts_server.engine.serving.loop import LoopConfig
+from qwen3_tts_server.engine.serving.scheduler import Scheduler
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
-from qwen3_tts_server.engine.stock_args import generate_kwargs
-from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 
 SAMPLING = Sampling()  # the server's defaults, unseeded

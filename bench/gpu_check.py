@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import cached_models
 from qwen3_tts_server.engine.step.reference import reference_logits
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
-from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 
 TEXT = "The benchmark reads this sentence aloud at an easy pace, word after word. " * 3

@@ -8,11 +8,11 @@ layer (the 4 fused GEMMs of one layer: q/k/v, o, gate/up, down; 15.7 M weights) 
 distinct layers (so weights come from memory, not cache), the weight bandwidth that implies
 (bytes per weight / time), and the relative error vs the float32 linear (||y - y32|| / ||y32||).
 Kernels alternate within each round; min and median over all rounds.
-* `bf16_packed`, `fp32_packed`: oneDNN prepacked float (engine/linear.py PackedLinear): the
+* `bf16_packed`, `fp32_packed`: oneDNN prepacked float (engine/step/linear.py PackedLinear): the
   loop's float kernels, the baseline;
-* `int8_fbgemm`: engine/quant.py's default: FBGEMM dynamic int8 (int8 weights per channel,
+* `int8_fbgemm`: engine/step/quant.py's default: FBGEMM dynamic int8 (int8 weights per channel,
   activations quantized per call);
-* `int8_weight_only`: `torch._weight_int8pack_mm` (engine/quant.py's fallback kernel);
+* `int8_weight_only`: `torch._weight_int8pack_mm` (engine/step/quant.py's fallback kernel);
 * `int8_onednn_w8a8`: oneDNN `qlinear_pointwise` with a per-call activation scale (inductor's
   x86 int8 kernel);
 * `int4_weight_only`: `torch._weight_int4pack_mm_for_cpu`, groups of 128, for reference.
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from qwen3_tts_server.engine.linear import PackedLinear
-from qwen3_tts_server.engine.quant import Int8Linear, quantize_weight
+from qwen3_tts_server.engine.step.linear import PackedLinear
+from qwen3_tts_server.engine.step.quant import Int8Linear, quantize_weight
 
 HIDDEN, INTERMEDIATE = 1024, 3072
 #: The fused GEMMs of one 0.6B decoder layer: (out_features, in_features).

@@ -31,9 +31,9 @@ from fastapi.testclient import TestClient
 
 from qwen3_tts_server.app import create_app
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import make_tiny_models
 from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 SENTENCE = "This sentence is spoken as soon as it is complete."

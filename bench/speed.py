@@ -7,7 +7,7 @@ Why: speed per 80 ms frame is what a TTS server is judged on (issue "Engine spee
 * `stock-<dtype>`: stock qwen-tts `generate` (`QwenEngine.stock_codes`, no audio decode);
 * `ours-<dtype>`: the step loop (`StepEngine`: prepacked, fused, static K/V), all items admitted
   then stepped together until every slot is done;
-* `ours-int8`: the step loop with QUANT=int8 (engine/quant.py) on the bf16 model.
+* `ours-int8`: the step loop with QUANT=int8 (engine/step/quant.py) on the bf16 model.
 Greedy decoding, x-vector prompt, random-weight model (EOS never wins, so every item runs to
 `--frames`). Variants alternate within each round (order reversed every other round), so the
 shared machine's load drifts hit all alike; compare variants only as ratios within one run, and
@@ -23,7 +23,7 @@ log-spectral distance in dB; both decoded by the same codec); `stock-bf16_vs_sto
 the same figures for two float dtypes as a yardstick. Random weights make nearly every choice a
 near-tie (flat logits), so any numeric change flips codes from the first frame on: on this model
 these figures bound nothing about a trained model's agreement. `decoder`: the 12 Hz codec
-decoder's cost per decode call of the streaming schedule (engine/codec.py) at each dtype.
+decoder's cost per decode call of the streaming schedule (engine/serving/codec.py) at each dtype.
 `--real-dims` builds the real-0.6b random model once under DATA_DIR (`cached_models`); without
 it the tiny models are used (fast, for checking the script).
 """
@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.codec import STREAMING, Codec
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import cached_models
+from qwen3_tts_server.engine.serving.codec import STREAMING, Codec
 from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.engine.tiny import cached_models
 from qwen3_tts_server.values import Audio, Sampling
 
 FRAME_S = 0.08

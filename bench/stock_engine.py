@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qwen3_tts_server.engine.base import EngineInfo, Item
-from qwen3_tts_server.engine.guard import EOS, LENGTH
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.serving.guard import EOS, LENGTH
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -52,7 +52,6 @@ class StockEngine:
             eos=-1,
             budget=budget,
             position=0,
-            prompt_tokens=0,
             codes=codes.cpu(),
             context=None if context is None else context.cpu(),
         )

@@ -54,7 +54,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from qwen3_tts_server.engine.bounds import FRAMES_PER_SECOND, LATIN_CHARS_PER_SECOND
+from qwen3_tts_server.engine.text.bounds import FRAMES_PER_SECOND, LATIN_CHARS_PER_SECOND
 
 #: The texts are drawn from these words: plain lowercase Latin, no digits, no punctuation that
 #: could end a sentence (each text must stay one sentence, one chunk).

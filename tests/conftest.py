@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import make_tiny_models
 from qwen3_tts_server.engine.step import stepper
 from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
 from qwen3_tts_server.values import Audio
 
 #: Frames (80 ms each) any test generation may produce at most.

@@ -228,8 +228,8 @@ def make_tiny(
     ] = "tiny",
 ) -> None:
     """Build random models with the real architecture (offline tests, demo, benchmarks)."""
-    from qwen3_tts_server.engine.dims import PRESETS
-    from qwen3_tts_server.engine.tiny import make_tiny_models
+    from qwen3_tts_server.engine.model.dims import PRESETS
+    from qwen3_tts_server.engine.model.tiny import make_tiny_models
 
     if dims not in PRESETS:
         _fail(f"--dims must be one of {', '.join(sorted(PRESETS))}, got {dims!r}", code=2)
@@ -240,7 +240,7 @@ def make_tiny(
 @models_app.command("list")
 def models_list() -> None:
     """Show which configured models are present in MODELS_DIR."""
-    from qwen3_tts_server.engine.model_files import is_complete_model_dir
+    from qwen3_tts_server.engine.model.model_files import is_complete_model_dir
     from qwen3_tts_server.wiring import model_dirs
 
     settings = _settings()

@@ -14,8 +14,8 @@ from qwen3_tts_server.config import Settings, resolve_secrets
 from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.db.session import make_engine, make_session_factory, upgrade
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
-from qwen3_tts_server.engine.loop import LoopConfig
-from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.serving.loop import LoopConfig
+from qwen3_tts_server.engine.serving.scheduler import Scheduler
 from qwen3_tts_server.engine.step.sizing import default_rows
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService

@@ -12,10 +12,14 @@ from pathlib import Path
 from qwen3_tts_server.composition import EngineLoader
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.engine.model_files import ModelPaths, local_model_dir, resolve_model_paths
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.model_files import (
+    ModelPaths,
+    local_model_dir,
+    resolve_model_paths,
+)
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.threads import apply_torch_threads
 from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.engine.threads import apply_torch_threads
 
 #: The tiny offline models live here below DATA_DIR (`make demo`).
 TINY_MODELS_SUBDIR = "tiny-models"
@@ -81,7 +85,7 @@ def engine_loader(settings: Settings) -> EngineLoader:
 
 def tiny_model_settings(settings: Settings) -> Settings:
     """Settings pointing at tiny offline models under DATA_DIR, built on first use."""
-    from qwen3_tts_server.engine.tiny import VARIANTS, make_tiny_models
+    from qwen3_tts_server.engine.model.tiny import VARIANTS, make_tiny_models
 
     root = settings.data_dir / TINY_MODELS_SUBDIR
     if not all((root / variant / "config.json").is_file() for variant in VARIANTS):

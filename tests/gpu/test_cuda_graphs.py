@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 

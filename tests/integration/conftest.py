@@ -20,7 +20,7 @@ from support import AppFactory, make_settings, unavailable
 from qwen3_tts_server.app import EngineLoader, create_app
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.http_server import server_config
 

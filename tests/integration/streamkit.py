@@ -22,7 +22,7 @@ from qwen3_tts_server.engine.base import (
     Item,
     Sampling,
 )
-from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.serving.scheduler import Scheduler
 from qwen3_tts_server.engine.step.stepper import Slot
 
 #: Five sentences of under 20 characters: with CHUNK_MAX_CHARS=20 each is its own chunk, and

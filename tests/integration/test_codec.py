@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3_tts_server.engine.codec import STREAMING, ChunkSchedule, Codec, StreamDecoder
+from qwen3_tts_server.engine.serving.codec import STREAMING, ChunkSchedule, Codec, StreamDecoder
 from qwen3_tts_server.engine.step.stepper import StepEngine
 
 FRAME = 1920

@@ -25,11 +25,11 @@ from qwen3_tts_server.engine.base import (
     Sampling,
     SynthItem,
 )
-from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.model_files import resolve_model_paths
-from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
-from qwen3_tts_server.engine.qwen import TINY_MARKER, QwenEngine
-from qwen3_tts_server.engine.tiny import make_tiny_models
+from qwen3_tts_server.engine.model.compat import import_qwen_tts
+from qwen3_tts_server.engine.model.model_files import resolve_model_paths
+from qwen3_tts_server.engine.model.prompts import PromptData, decode_prompt, encode_prompt
+from qwen3_tts_server.engine.model.qwen import TINY_MARKER, QwenEngine
+from qwen3_tts_server.engine.model.tiny import make_tiny_models
 
 FRAME = 1920  # samples per 80 ms codec frame at 24 kHz
 

@@ -13,18 +13,18 @@ import pytest
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.dims import PRESETS, REAL_0_6B, TINY
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.engine.tiny import (
+from qwen3_tts_server.engine.model.compat import import_qwen_tts
+from qwen3_tts_server.engine.model.dims import PRESETS, REAL_0_6B, TINY
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.tiny import (
     DIMS_MARKER,
     cached_models,
     make_tiny_models,
     speech_tokenizer_config,
     tts_config,
 )
-from qwen3_tts_server.engine.tiny_text import build_text_tokenizer
+from qwen3_tts_server.engine.model.tiny_text import build_text_tokenizer
+from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 
 

@@ -27,11 +27,10 @@ import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from qwen3_tts_server.engine import layers, predictor
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.linear import CudaLinear
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.step import body, noise, sampling
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.step import body, layers, noise, predictor, sampling
+from qwen3_tts_server.engine.step.linear import CudaLinear
 from qwen3_tts_server.engine.step.stepper import Lane, StepEngine
 from qwen3_tts_server.values import Sampling
 

@@ -25,9 +25,9 @@ from qwen3_tts_server.engine.base import (
     PromptCorrupt,
     SynthItem,
 )
-from qwen3_tts_server.engine.guard import EOS, LENGTH
-from qwen3_tts_server.engine.linear import PackedLinear, PlainLinear, cpu_supports_bf16
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.serving.guard import EOS, LENGTH
+from qwen3_tts_server.engine.step.linear import PackedLinear, PlainLinear, cpu_supports_bf16
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
 from qwen3_tts_server.values import Sampling
 

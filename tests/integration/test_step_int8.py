@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.linear import linear_factory
-from qwen3_tts_server.engine.quant import Int8Linear
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.step.linear import linear_factory
+from qwen3_tts_server.engine.step.quant import Int8Linear
 from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.values import Sampling
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from qwen3_tts_server.engine.base import CustomItem, DesignItem, Item, SynthItem
-from qwen3_tts_server.engine.linear import cpu_supports_bf16
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.step.linear import cpu_supports_bf16
 from qwen3_tts_server.engine.step.reference import reference_logits
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
 from qwen3_tts_server.values import Sampling

@@ -19,10 +19,10 @@ from qwen3_tts_server.engine.base import (
     ShuttingDown,
     SynthItem,
 )
-from qwen3_tts_server.engine.guard import EOS, LENGTH, frame_budget
-from qwen3_tts_server.engine.loop import LoopConfig
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.scheduler import Scheduler
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.serving.guard import EOS, LENGTH, frame_budget
+from qwen3_tts_server.engine.serving.loop import LoopConfig
+from qwen3_tts_server.engine.serving.scheduler import Scheduler
 from qwen3_tts_server.engine.step import stepper
 from qwen3_tts_server.engine.step.stepper import StepEngine
 from qwen3_tts_server.values import Sampling

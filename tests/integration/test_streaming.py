@@ -21,7 +21,7 @@ from streamkit import SETTINGS, TEXT, generation_row, open_db, scheduler_of, str
 from support import AppFactory, admin_headers, clone_voice, new_user_key
 
 from qwen3_tts_server.engine.base import Engine
-from qwen3_tts_server.engine.textsplit import split_text
+from qwen3_tts_server.engine.text.textsplit import split_text
 
 
 @pytest.fixture

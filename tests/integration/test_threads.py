@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qwen3_tts_server.config import Settings
-from qwen3_tts_server.engine.threads import apply_torch_threads, available_cpus
+from qwen3_tts_server.engine.model.threads import apply_torch_threads, available_cpus
 from qwen3_tts_server.wiring import engine_loader
 
 

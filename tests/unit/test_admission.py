@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from qwen3_tts_server.engine.admission import FairQueue, Refused
+from qwen3_tts_server.engine.serving.admission import FairQueue, Refused
 
 
 @dataclass(eq=False)

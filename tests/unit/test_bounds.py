@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen3_tts_server.engine.bounds import (
+from qwen3_tts_server.engine.text.bounds import (
     CONSTANT_FRAMES,
     FRAMES_PER_SECOND,
     HARD_CAP,

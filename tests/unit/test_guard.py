@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qwen3_tts_server.engine.bounds import max_new_tokens_for
-from qwen3_tts_server.engine.guard import SILENCE, GuardPolicy, RunawayWatch, frame_budget
+from qwen3_tts_server.engine.serving.guard import SILENCE, GuardPolicy, RunawayWatch, frame_budget
+from qwen3_tts_server.engine.text.bounds import max_new_tokens_for
 
 FRAME = 1920
 TEXT = "Hello there."  # 12 units of speech: covered after 10 frames

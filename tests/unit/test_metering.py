@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen3_tts_server.engine.textsplit import split_text
+from qwen3_tts_server.engine.text.textsplit import split_text
 from qwen3_tts_server.services.metering import DeliveryMeter, chunk_ends
 
 TEXTS = [

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwen3_tts_server.engine.quant import (
+from qwen3_tts_server.engine.step.quant import (
     KERNELS,
     Int8Linear,
     Int8LinearModule,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen3_tts_server.engine.textsplit import complete_end
+from qwen3_tts_server.engine.text.textsplit import complete_end
 from qwen3_tts_server.services.realtime import Segmenter
 
 

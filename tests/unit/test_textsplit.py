@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from qwen3_tts_server.engine.textsplit import split_text
+from qwen3_tts_server.engine.text.textsplit import split_text
 
 
 def assert_faithful(text: str, chunks: list[str], max_chars: int) -> None:

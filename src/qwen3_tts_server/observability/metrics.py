@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from qwen3_tts_server.engine.loop import LoopStats
+from qwen3_tts_server.engine.serving.loop import LoopStats
 from qwen3_tts_server.errors import ServiceUnavailable
 from qwen3_tts_server.services.runtime import ModelRuntime
 
@@ -42,7 +42,7 @@ STEP_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32, 64)
 #: Seconds per engine step (one 80 ms frame for every active slot, decoding included).
 STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-#: How a chunk (one sentence-sized text in a slot) can end; see engine/guard.py.
+#: How a chunk (one sentence-sized text in a slot) can end; see engine/serving/guard.py.
 FINISH_REASONS = ("eos", "length", "silence", "cancelled")
 
 

@@ -31,7 +31,7 @@ import anyio
 from qwen3_tts_server.audio.encode import encode
 from qwen3_tts_server.audio.ffmpeg import change_speed
 from qwen3_tts_server.audio.resample import resample
-from qwen3_tts_server.engine.textsplit import complete_end, split_text
+from qwen3_tts_server.engine.text.textsplit import complete_end, split_text
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.failures import describe
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken

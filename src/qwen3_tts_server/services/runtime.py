@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qwen3_tts_server.engine.base import Engine, EngineInfo, Item
-from qwen3_tts_server.engine.scheduler import AudioStream, Scheduler
+from qwen3_tts_server.engine.serving.scheduler import AudioStream, Scheduler
 from qwen3_tts_server.errors import ServiceUnavailable
 from qwen3_tts_server.values import Audio, FinishReason, Sampling
 

@@ -2,7 +2,7 @@
 
 The text is split exactly as /tts splits it (`split_text`, CHUNK_MAX_CHARS) and queued as one
 streamed job: its chunks run in the scheduler's slots like any other work, and the decoded
-audio of each new frame group is handed over as it exists (engine/codec.py: a small first
+audio of each new frame group is handed over as it exists (engine/serving/codec.py: a small first
 piece, then larger ones), strictly in text order. The first piece is awaited *before* the
 response starts, so everything a client can cause (text, format, language, voice, quota, a
 prompt the model refuses, a full queue, no model) still answers as a JSON error.
@@ -42,8 +42,8 @@ import numpy as np
 
 from qwen3_tts_server.audio.encode import FORMATS, encode
 from qwen3_tts_server.audio.ffmpeg import change_speed
-from qwen3_tts_server.engine.jobs import AudioPiece
-from qwen3_tts_server.engine.scheduler import AudioStream
+from qwen3_tts_server.engine.serving.jobs import AudioPiece
+from qwen3_tts_server.engine.serving.scheduler import AudioStream
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.metering import DeliveryMeter

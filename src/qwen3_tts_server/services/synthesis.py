@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
-from qwen3_tts_server.engine.textsplit import split_text
+from qwen3_tts_server.engine.text.textsplit import split_text
 from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.services import billing
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken

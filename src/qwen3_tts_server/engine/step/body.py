@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from qwen3_tts_server.engine.predictor import predictor_logits
+from qwen3_tts_server.engine.step.predictor import predictor_logits
 from qwen3_tts_server.engine.step.sampling import choose, talker_rules
 from qwen3_tts_server.engine.step.table import TEXT_CAPACITY, SlotTable
 

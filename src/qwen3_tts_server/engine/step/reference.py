@@ -14,9 +14,9 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from qwen3_tts_server.engine.base import Item
-from qwen3_tts_server.engine.inputs import capture_prompt
-from qwen3_tts_server.engine.qwen import QwenEngine
-from qwen3_tts_server.engine.stock_args import generate_kwargs
+from qwen3_tts_server.engine.model.inputs import capture_prompt
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.stock_args import generate_kwargs
 from qwen3_tts_server.values import Sampling
 
 

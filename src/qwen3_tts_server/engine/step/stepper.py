@@ -39,17 +39,17 @@ from qwen3_tts_server.engine.base import (
     Item,
     SynthItem,
 )
-from qwen3_tts_server.engine.codec import Codec
-from qwen3_tts_server.engine.guard import EOS, LENGTH
-from qwen3_tts_server.engine.inputs import TalkerPrompt, capture_prompt
-from qwen3_tts_server.engine.layers import DecoderLayer, multimodal_rope
-from qwen3_tts_server.engine.linear import LinearFactory, linear_factory
-from qwen3_tts_server.engine.qwen import QwenEngine
+from qwen3_tts_server.engine.model.inputs import TalkerPrompt, capture_prompt
+from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.stock_args import as_invalid_input, generate_kwargs
+from qwen3_tts_server.engine.serving.codec import Codec
+from qwen3_tts_server.engine.serving.guard import EOS, LENGTH
 from qwen3_tts_server.engine.step.body import BUDGET_USED, CHOSE_EOS, first_token, step_rows
 from qwen3_tts_server.engine.step.graphs import StepGraphs
+from qwen3_tts_server.engine.step.layers import DecoderLayer, multimodal_rope
+from qwen3_tts_server.engine.step.linear import LinearFactory, linear_factory
 from qwen3_tts_server.engine.step.sizing import DEFAULT_CONTEXT, default_rows
 from qwen3_tts_server.engine.step.table import TEXT_CAPACITY, SlotTable
-from qwen3_tts_server.engine.stock_args import as_invalid_input, generate_kwargs
 from qwen3_tts_server.values import Audio, Sampling
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import itertools
 import re
 from collections.abc import Callable
 
-from qwen3_tts_server.engine.bounds import is_cjk
+from qwen3_tts_server.engine.text.bounds import is_cjk
 
 _CLOSERS = "\"'”’»)]}」』）】》〉"
 _TERMINATOR_RUN = re.compile(rf"[。！？｡.!?…]+[{re.escape(_CLOSERS)}]*")

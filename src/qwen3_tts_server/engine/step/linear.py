@@ -84,11 +84,11 @@ def linear_factory(
     device: torch.device | str, dtype: torch.dtype, quant: str = "none"
 ) -> LinearFactory:
     """Prepacked linears where they are known to help (see the module docstring), else plain;
-    int8 linears (engine/quant.py) for quant="int8", CPU only."""
+    int8 linears (engine/step/quant.py) for quant="int8", CPU only."""
     if quant == "int8":
         if torch.device(device).type != "cpu":
             raise ValueError("QUANT=int8 is for the CPU path; use QUANT=none on CUDA")
-        from qwen3_tts_server.engine.quant import Int8Linear
+        from qwen3_tts_server.engine.step.quant import Int8Linear
 
         return Int8Linear
     if quant != "none":

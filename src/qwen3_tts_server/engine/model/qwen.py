@@ -32,17 +32,17 @@ from qwen3_tts_server.engine.base import (
     Sampling,
     SynthItem,
 )
-from qwen3_tts_server.engine.bounds import HARD_CAP, max_new_tokens_for_batch
-from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.linear import pick_dtype
-from qwen3_tts_server.engine.model_files import FIX_HINT, is_complete_model_dir
-from qwen3_tts_server.engine.prompts import PromptData, decode_prompt, encode_prompt
-from qwen3_tts_server.engine.stock_args import (
+from qwen3_tts_server.engine.model.compat import import_qwen_tts
+from qwen3_tts_server.engine.model.model_files import FIX_HINT, is_complete_model_dir
+from qwen3_tts_server.engine.model.prompts import PromptData, decode_prompt, encode_prompt
+from qwen3_tts_server.engine.model.stock_args import (
     as_invalid_input,
     checked_text,
     generate_kwargs,
     qwen_language,
 )
+from qwen3_tts_server.engine.step.linear import pick_dtype
+from qwen3_tts_server.engine.text.bounds import HARD_CAP, max_new_tokens_for_batch
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from qwen3_tts_server.engine.base import (
     JobTimeout,
     SynthItem,
 )
-from qwen3_tts_server.engine.codec import STREAMING
-from qwen3_tts_server.engine.guard import frame_budget
-from qwen3_tts_server.engine.jobs import AudioPiece, Job, JobResult
-from qwen3_tts_server.engine.loop import LoopConfig, LoopStats, StepLoop
+from qwen3_tts_server.engine.serving.codec import STREAMING
+from qwen3_tts_server.engine.serving.guard import frame_budget
+from qwen3_tts_server.engine.serving.jobs import AudioPiece, Job, JobResult
+from qwen3_tts_server.engine.serving.loop import LoopConfig, LoopStats, StepLoop
 from qwen3_tts_server.values import Audio, Sampling
 
 _END = object()

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from qwen3_tts_server.engine.admission import FairQueue, Refused
 from qwen3_tts_server.engine.base import (
     Engine,
     EngineError,
@@ -37,9 +36,10 @@ from qwen3_tts_server.engine.base import (
     Runaway,
     ShuttingDown,
 )
-from qwen3_tts_server.engine.codec import Codec, StreamDecoder
-from qwen3_tts_server.engine.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
-from qwen3_tts_server.engine.jobs import Chunk, Job
+from qwen3_tts_server.engine.serving.admission import FairQueue, Refused
+from qwen3_tts_server.engine.serving.codec import Codec, StreamDecoder
+from qwen3_tts_server.engine.serving.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
+from qwen3_tts_server.engine.serving.jobs import Chunk, Job
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2

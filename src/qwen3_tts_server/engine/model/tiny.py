@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from qwen3_tts_server.engine.compat import import_qwen_tts
-from qwen3_tts_server.engine.dims import PRESETS, TINY, ModelDims
-from qwen3_tts_server.engine.model_files import ModelPaths, is_complete_model_dir
-from qwen3_tts_server.engine.qwen import TINY_MARKER
-from qwen3_tts_server.engine.tiny_text import build_text_tokenizer
+from qwen3_tts_server.engine.model.compat import import_qwen_tts
+from qwen3_tts_server.engine.model.dims import PRESETS, TINY, ModelDims
+from qwen3_tts_server.engine.model.model_files import ModelPaths, is_complete_model_dir
+from qwen3_tts_server.engine.model.qwen import TINY_MARKER
+from qwen3_tts_server.engine.model.tiny_text import build_text_tokenizer
 
 VARIANTS = TINY.variants
 #: Key in a built model's config.json next to TINY_MARKER: the name of its size preset.

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from qwen3_tts_server.engine.linear import Linear, LinearFactory
+from qwen3_tts_server.engine.step.linear import Linear, LinearFactory
 
 KV = tuple[torch.Tensor, torch.Tensor]
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from qwen3_tts_server.engine.bounds import (
+from qwen3_tts_server.engine.text.bounds import (
     FRAMES_PER_SECOND,
     LATIN_CHARS_PER_SECOND,
     max_new_tokens_for,

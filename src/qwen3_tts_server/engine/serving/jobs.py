@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from qwen3_tts_server.engine.base import Item
-from qwen3_tts_server.engine.codec import ChunkSchedule, StreamDecoder
-from qwen3_tts_server.engine.guard import RunawayWatch
+from qwen3_tts_server.engine.serving.codec import ChunkSchedule, StreamDecoder
+from qwen3_tts_server.engine.serving.guard import RunawayWatch
 from qwen3_tts_server.engine.step.stepper import Slot
 from qwen3_tts_server.values import Audio, Sampling
 

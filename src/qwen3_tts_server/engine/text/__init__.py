@@ -1,0 +1,1 @@
+"""Text: sentence splitting and the frame budget a text may use."""
