@@ -15,10 +15,11 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-if [ -d .whl ] && ! $PY -c "import qwen_tts" 2>/dev/null; then
+if [ -z "${GPU_DRY_RUN:-}" ] && [ -d .whl ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+    # .whl/stub: an `av` that imports (PyAV's 36 MB wheel stays behind; pcm needs no PyAV)
+    export PYTHONPATH="/tmp/site:$PWD/.whl/stub${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -49,8 +50,9 @@ timeout 240 $PY bench/gpu_check.py --dims "$SMALL" --device "$DEVICE" --rows "$R
 cat "$OUT/check-small.json"
 
 stage "HTTP streams, $SMALL"
-timeout 300 $PY bench/streams.py --models "$DATA/models-$SMALL" --device "$DEVICE" \
-    --concurrency "$CONC" --frames "$FRAMES" > "$OUT/streams-small.json"
+ENGINE_MAX_CONTEXT=$CONTEXT timeout 300 $PY bench/streams.py --models "$DATA/models-$SMALL" \
+    --device "$DEVICE" --concurrency "$CONC" --frames "$FRAMES" --timeout 120 --budget 200 \
+    > "$OUT/streams-small.json"
 cat "$OUT/streams-small.json"
 
 if [ -z "${GPU_SKIP_LARGE:-}" ]; then

@@ -124,6 +124,7 @@ class Lane:
         step_rows(self, self.table, n, span)
         return n
 
+    @torch.inference_mode()
     def capture(self) -> None:
         """CUDA only: capture every (rows, span) bucket of the step body."""
         self.graphs = StepGraphs(self.table, lambda n, span: step_rows(self, self.table, n, span))
@@ -345,8 +346,10 @@ class StepEngine:
         span = max(slot.position for slot in slots) + 1
         stepped = lane.run(n, span)
         host[:stepped].copy_(lane.table.out[:stepped], non_blocking=True)
-        if lane.device.type == "cuda":
-            torch.cuda.current_stream(lane.device).synchronize()
+        if lane.device.type == "cuda":  # wait for this copy alone (an event, not a stream sync)
+            copied = torch.cuda.Event()
+            copied.record()
+            copied.synchronize()
         out = host.numpy()
         groups = lane.groups
         for slot in slots:
