@@ -42,22 +42,22 @@ print("transformers", transformers.__version__)
 PY
 
 stage "CUDA tests"
-timeout 240 $PY -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/cuda-tests.txt" | tail -15
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/cuda-tests.txt" | tail -15
 
 stage "serving step, $SMALL"
-timeout 240 $PY bench/gpu_check.py --dims "$SMALL" --device "$DEVICE" --rows "$ROWS" \
+timeout 150 $PY bench/gpu_check.py --dims "$SMALL" --device "$DEVICE" --rows "$ROWS" \
     --batches "$BATCHES" --context "$CONTEXT" --data-dir "$DATA" > "$OUT/check-small.json"
 cat "$OUT/check-small.json"
 
 stage "HTTP streams, $SMALL"
-ENGINE_MAX_CONTEXT=$CONTEXT timeout 300 $PY bench/streams.py --models "$DATA/models-$SMALL" \
-    --device "$DEVICE" --concurrency "$CONC" --frames "$FRAMES" --timeout 120 --budget 200 \
+ENGINE_MAX_CONTEXT=$CONTEXT timeout 200 $PY bench/streams.py --models "$DATA/models-$SMALL" \
+    --device "$DEVICE" --concurrency "$CONC" --frames "$FRAMES" --timeout 90 --budget 150 \
     > "$OUT/streams-small.json"
 cat "$OUT/streams-small.json"
 
 if [ -z "${GPU_SKIP_LARGE:-}" ]; then
     stage "serving step, $LARGE"
-    timeout 240 $PY bench/gpu_check.py --dims "$LARGE" --device "$DEVICE" --rows 128 \
+    timeout 150 $PY bench/gpu_check.py --dims "$LARGE" --device "$DEVICE" --rows 128 \
         --batches "${BATCHES%,256}" --context "$CONTEXT" --data-dir "$DATA" > "$OUT/check-large.json"
     cat "$OUT/check-large.json"
 fi
