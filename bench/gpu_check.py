@@ -7,6 +7,7 @@ Runs on CPU too (the dry run before a GPU session: `--dims tiny --device cpu --r
 --batches 1,8,16`). Random weights at the preset's sizes (models built once under DATA_DIR):
 
 * `warm_up_s`: StepEngine.warm_up, the capture of every (rows, span) graph bucket included;
+* `admission_ms`: one admission and its parts (item checks, prompt building, prefill);
 * `sync_check`: 20 steps of 4 rows under `torch.cuda.set_sync_debug_mode("error")` (CUDA only):
   "ok" or the error of the first implicit host sync;
 * `step_ms[B]`: mean wall time of one step of B rows (EOS suppressed so every row runs), host
@@ -23,10 +24,11 @@ Runs on CPU too (the dry run before a GPU session: `--dims tiny --device cpu --r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,9 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
+from qwen3_tts_server.engine.model.inputs import capture_prompt
 from qwen3_tts_server.engine.model.qwen import QwenEngine
+from qwen3_tts_server.engine.model.stock_args import generate_kwargs
 from qwen3_tts_server.engine.model.tiny import cached_models
 from qwen3_tts_server.engine.step.reference import reference_logits
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
@@ -91,6 +95,39 @@ def step_times(
         out["step_ms"][batch] = round(seconds * 1000, 2)
         out["x_realtime"][batch] = round(batch * 0.08 / seconds, 1)
     return out
+
+
+def _run_stock(run: Callable[[dict[str, Any]], object], kwargs: dict[str, Any], _: Any) -> None:
+    run(kwargs)
+
+
+def admission_ms(
+    stock: QwenEngine, engine: StepEngine, item: SynthItem, n: int = 16
+) -> dict[str, float]:
+    """Mean ms of one admission, and of its parts: checking the item and decoding the stored
+    prompt (`prepare`), qwen-tts's prompt building (`prompt`), and the rest (`prefill`: the
+    stock talker prefill, the K/V copy into the slot's row, the row's state, the first token)."""
+    device = engine.lane("base").device
+    parts = {"prepare": 0.0, "prompt": 0.0, "total": 0.0}
+    kwargs = generate_kwargs(Sampling(), 51)
+    for _ in range(n):
+        _sync(device)
+        started = time.perf_counter()
+        call = stock.prepare([item])
+        _sync(device)
+        prepared = time.perf_counter()
+        capture_prompt(call.model, functools.partial(_run_stock, call.run, kwargs))
+        _sync(device)
+        prompted = time.perf_counter()
+        slot = engine.admit(item, Sampling(), 50)
+        _sync(device)
+        parts["prepare"] += prepared - started
+        parts["prompt"] += prompted - prepared
+        parts["total"] += time.perf_counter() - prompted
+        engine.release(slot)
+    mean = {key: value * 1000 / n for key, value in parts.items()}
+    mean["prefill"] = mean["total"] - mean["prepare"] - mean["prompt"]
+    return {key: round(value, 2) for key, value in mean.items()}
 
 
 def sync_check(engine: StepEngine, item: SynthItem) -> str:
@@ -188,6 +225,7 @@ def main() -> None:
     }
     item = SynthItem(TEXT, "english", stock.create_prompt(_tone(), "A tone for the benchmark."))
     result["sync_check"] = sync_check(engine, item)
+    result["admission_ms"] = admission_ms(stock, engine, item)
     result |= step_times(engine, item, batches, args.steps)
     del engine
     checker = StepEngine(stock, rows=16, context=args.context, keep_logits=True)

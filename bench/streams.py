@@ -38,6 +38,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -292,6 +293,8 @@ def scrape(url: str) -> dict[str, float]:
         for sample in family.samples:
             if sample.name.startswith("qwen3_tts_engine_") or GPU_MEMORY.search(sample.name):
                 samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+                if "phase" in sample.labels:
+                    samples[f"{sample.name}:{sample.labels['phase']}"] = sample.value
     return samples
 
 
@@ -323,10 +326,29 @@ def engine_figures(before: dict[str, float], after: dict[str, float]) -> dict[st
         if timed:
             step_s = delta("qwen3_tts_engine_step_duration_seconds_sum") / timed
             figures["step_ms_mean"] = round(step_s * 1000, 2)
+    phases = {
+        phase: round(delta(f"qwen3_tts_engine_seconds_total:{phase}"), 2)
+        for phase in ("admit", "step", "decode")
+    }
+    if any(phases.values()):
+        figures["loop_seconds"] = phases  # where the inference thread's time went
     memory = {name: value for name, value in after.items() if GPU_MEMORY.search(name)}
     if memory:
         figures["gpu_memory"] = memory
+    used = gpu_memory_used_mib()
+    if used is not None:
+        figures["gpu_memory_used_mib"] = used
     return figures
+
+
+def gpu_memory_used_mib() -> int | None:
+    """Memory in use on GPU 0 (all processes), from nvidia-smi where there is one."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
+    result = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
+    lines = result.stdout.split()
+    return int(lines[0]) if result.returncode == 0 and lines else None
 
 
 async def run_round(
@@ -411,6 +433,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, required=True, help="a `models make-tiny` folder")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--concurrency", type=_concurrency, default=[1, 8, 32, 64, 128, 256])
+    parser.add_argument(
+        "--server-log", type=Path, default=None, help="keep the server's output in this file"
+    )
     parser.add_argument("--frames", type=int, default=50, help="frame cap per stream (80 ms)")
     parser.add_argument("--max-batch", type=int, help="ENGINE_MAX_BATCH (default: top concurrency)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per request")
@@ -442,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             },
             "load_1m": load,
         }
-        with running_server(env, Path(tmp) / "server.log") as server:
+        with running_server(env, args.server_log or Path(tmp) / "server.log") as server:
             report["ready_s"] = round(wait_ready(server, args.ready_timeout), 1)
             headers, voice_id = user_and_voice(server)
             report["server_model"] = model_info(server.url)

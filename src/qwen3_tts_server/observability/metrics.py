@@ -99,6 +99,15 @@ class _RuntimeCollector:
         for reason in FINISH_REASONS:
             chunks.add_metric([reason], stats.finish_reasons[reason])
         yield chunks
+        phases = CounterMetricFamily(
+            "qwen3_tts_engine_seconds",
+            "Seconds the inference thread spent, by phase (admit: prompts and prefill; step: "
+            "the engine step; decode: audio, runaway guard and hand-over).",
+            labels=["phase"],
+        )
+        for phase in ("admit", "step", "decode"):
+            phases.add_metric([phase], stats.seconds[phase])
+        yield phases
         yield CounterMetricFamily(
             "qwen3_tts_engine_chunk_retries",
             "Chunks retried with a new seed after using their whole frame budget.",

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -62,6 +62,9 @@ class LoopStats:
     chunks_retried: int = 0
     runaways: int = 0
     finish_reasons: Counter[str] = field(default_factory=Counter)
+    #: Seconds the loop thread spent per phase of its turns: "admit" (prompts and prefill),
+    #: "step" (the engine step, its codes on the host), "decode" (audio, guard, hand-over).
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     last_step_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=64))
 
 
@@ -209,9 +212,6 @@ class StepLoop:
                     self._step()
             except Exception as exc:  # a bug: fail what is in flight, keep serving
                 log.exception("the step loop failed; failing the work in flight")
-                for chunk in self._active:
-                    chunk.slot = None  # its buffers go with it; the engine is not asked again
-                self._active.clear()
                 self._fail_everything(EngineError(f"the engine failed: {exc}"))
         self._fail_everything(ShuttingDown("the server shut down before this work ran"))
 
@@ -258,7 +258,13 @@ class StepLoop:
         """Admit waiting chunks into free slots for up to ADMIT_SECONDS_PER_TURN (at least one
         chunk): a burst of arrivals is spread over a few steps instead of stalling every running
         stream for all of their prefills at once."""
-        deadline = time.perf_counter() + ADMIT_SECONDS_PER_TURN
+        started = time.perf_counter()
+        try:
+            self._admit_until(started + ADMIT_SECONDS_PER_TURN)
+        finally:
+            self.stats.seconds["admit"] += time.perf_counter() - started
+
+    def _admit_until(self, deadline: float) -> None:
         while time.perf_counter() < deadline:
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
@@ -292,6 +298,8 @@ class StepLoop:
             for job in {chunk.job for chunk in chunks}:
                 self._fail(job, exc)
             return
+        stepped = time.perf_counter()
+        self.stats.seconds["step"] += stepped - started
         self.stats.steps += 1
         self.stats.frames += len(chunks)
         self.stats.last_step_sizes.append(len(chunks))
@@ -299,6 +307,7 @@ class StepLoop:
         for chunk in chunks:
             if chunk.slot is not None:
                 self._advance(chunk)
+        self.stats.seconds["decode"] += time.perf_counter() - stepped
         if self.on_step is not None:
             try:
                 self.on_step(len(chunks), time.perf_counter() - started)
@@ -316,7 +325,13 @@ class StepLoop:
                 window = decoder.window(slot.frames)
                 by_codec.setdefault(decoder.codec, []).append((chunk, window))
         for codec, group in by_codec.items():
-            pieces = codec.decode_many([window for _, window in group])
+            try:
+                pieces = codec.decode_many([window for _, window in group])
+            except Exception as exc:  # out of memory, say: these jobs fail, the rest go on
+                log.exception("decoding failed")
+                for job in {chunk.job for chunk, _ in group}:
+                    self._fail(job, exc)
+                continue
             for (chunk, _), samples in zip(group, pieces, strict=True):
                 assert chunk.watch is not None
                 chunk.watch.hear(samples)
