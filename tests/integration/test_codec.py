@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3_tts_server.engine.serving.codec import STREAMING, ChunkSchedule, Codec, StreamDecoder
+from qwen3_tts_server.engine.serving.codec import (
+    MAX_DECODE_BATCH,
+    STREAMING,
+    ChunkSchedule,
+    Codec,
+    StreamDecoder,
+)
 from qwen3_tts_server.engine.step.stepper import StepEngine
 
 FRAME = 1920
@@ -62,4 +68,13 @@ def test_windows_decoded_together_equal_their_own_decodes(codec: Codec) -> None:
     together = codec.decode_many(windows)
     for (window, skip), samples in zip(windows, together, strict=True):
         assert samples.shape == ((window.shape[0] - skip) * FRAME,)
+        assert np.allclose(samples, codec.decode(window, skip), atol=1e-5)
+
+
+def test_more_windows_than_one_call_takes_come_back_in_order(codec: Codec) -> None:
+    count = MAX_DECODE_BATCH * 2 + 3
+    windows = [(codes(3 + i % 5, seed=10 + i), i % 2) for i in range(count)]
+    together = codec.decode_many(windows)
+    assert len(together) == count
+    for (window, skip), samples in zip(windows, together, strict=True):
         assert np.allclose(samples, codec.decode(window, skip), atol=1e-5)

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from qwen3_tts_server.engine.base import (
     CustomItem,
     InvalidInput,
+    ModelUnavailable,
     QueueFull,
     Runaway,
     ShuttingDown,
@@ -302,3 +304,46 @@ def test_shutdown_drains_running_work_then_cancels_the_rest(
     asyncio.run(shut())
     assert not draining.ready and not cut.ready
     assert cut.loop._thread is not None and not cut.loop._thread.is_alive()
+
+
+class FaultyAccelerator:
+    """The real engine, whose steps start failing as a GPU does after a device-side assert
+    (injected at the engine boundary: no GPU here)."""
+
+    def __init__(self, inner: StepEngine) -> None:
+        self.inner = inner
+        self.broken = False
+
+    def step(self, slots: Any) -> None:
+        if self.broken:
+            raise torch.AcceleratorError("CUDA error: device-side assert triggered")
+        self.inner.step(slots)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_fatal_accelerator_error_fails_everything_as_unavailable_and_stops_readiness(
+    engine: StepEngine, voice_prompts: dict[str, bytes]
+) -> None:
+    faulty = FaultyAccelerator(engine)
+    scheduler = Scheduler(faulty, LoopConfig(slots=2), job_timeout_s=120)  # type: ignore[arg-type]
+    scheduler.start()
+    try:
+        assert scheduler.ready
+        faulty.broken = True
+
+        async def run() -> None:
+            first = asyncio.ensure_future(scheduler.generate(items(voice_prompts, 1), Sampling()))
+            waiting = asyncio.ensure_future(scheduler.generate(items(voice_prompts, 3), Sampling()))
+            for job in (first, waiting):
+                with pytest.raises(ModelUnavailable, match="must be restarted"):
+                    await job
+            with pytest.raises(ModelUnavailable, match="must be restarted"):
+                await scheduler.generate(items(voice_prompts, 1), Sampling())
+
+        asyncio.run(run())
+        assert not scheduler.ready
+        assert scheduler.loop.engine.inner.lane("base").table.free_rows == 8  # nothing held
+    finally:
+        scheduler.shutdown(drain_s=0)

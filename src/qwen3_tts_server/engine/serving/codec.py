@@ -34,6 +34,11 @@ import torch
 #: piece of an ICL voice (4 frames after 8 of its reference) stays small.
 DEFAULT_CONTEXT = 8
 
+#: Windows per decoder call at most. On an H200, calls of 48+ windows hit an out-of-bounds
+#: gather inside transformers' attention-mask building for the decoder (a device-side assert
+#: that leaves the GPU unusable); 16 windows of 33 frames ran cleanly and take ~60-80 ms there.
+MAX_DECODE_BATCH = 16
+
 
 @dataclass(frozen=True)
 class ChunkSchedule:
@@ -75,7 +80,14 @@ class Codec:
         """`decode` of several windows in one decoder call (one weight pass for all slots whose
         audio is due in the same step). Shorter windows are padded on the right: the decoder is
         causal, so padding after a window's last frame changes none of its samples. The
-        windows are on the host: one upload of the padded batch, one download of the PCM."""
+        windows are on the host: one upload of the padded batch, one download of the PCM.
+        At most MAX_DECODE_BATCH windows go into one call."""
+        if len(windows) > MAX_DECODE_BATCH:
+            return [
+                samples
+                for start in range(0, len(windows), MAX_DECODE_BATCH)
+                for samples in self.decode_many(windows[start : start + MAX_DECODE_BATCH])
+            ]
         longest = max(codes.shape[0] for codes, _ in windows)
         batch = torch.zeros(len(windows), longest, windows[0][0].shape[1], dtype=torch.long)
         for row, (codes, _) in enumerate(windows):

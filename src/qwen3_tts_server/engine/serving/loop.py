@@ -43,6 +43,7 @@ from qwen3_tts_server.engine.serving.jobs import Chunk, Job
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
+_FATAL = "the GPU reported a fatal error; the server must be restarted (see its log)"
 #: Time a turn of the loop spends admitting (prompt building and prefill) before it steps the
 #: running slots again. With a GPU step of ~10-30 ms, a turn stays under one 80 ms frame, so
 #: running streams keep ahead of real time while a burst of arrivals is taken in.
@@ -103,6 +104,9 @@ class StepLoop:
         self._warm = threading.Event()
         self._warm_done = threading.Event()
         self.warm_up_error: BaseException | None = None
+        #: A device error that leaves the GPU unusable (a device-side assert): from then on the
+        #: loop refuses work and /ready fails, so the orchestrator restarts the process.
+        self.fatal_error: BaseException | None = None
         self._chunk_seconds = 1.0
         self.stats = LoopStats()
         #: Called on the inference thread after each step: (slots stepped, seconds incl. decode).
@@ -128,7 +132,7 @@ class StepLoop:
 
     @property
     def ready(self) -> bool:
-        return self._warm.is_set() and not self._closing
+        return self._warm.is_set() and not self._closing and self.fatal_error is None
 
     @property
     def queue_depth(self) -> int:
@@ -160,6 +164,8 @@ class StepLoop:
         with self._cond:
             if self._closing:
                 raise ShuttingDown("the server is shutting down; retry shortly")
+            if self.fatal_error is not None:
+                raise ModelUnavailable(_FATAL)
             try:
                 self._queue.add(job)
             except Refused:
@@ -387,6 +393,11 @@ class StepLoop:
         self.stats.finish_reasons[reason] += 1
 
     def _fail(self, job: Job, error: BaseException) -> None:
+        fatal = isinstance(error, torch.AcceleratorError) and self.fatal_error is None
+        if fatal:
+            log.critical("the accelerator failed; refusing work until restarted", exc_info=error)
+            self.fatal_error = error
+            error = ModelUnavailable(_FATAL)
         if not isinstance(error, EngineError):
             log.error("engine work failed", exc_info=error)
         for chunk in job.running():
@@ -395,6 +406,8 @@ class StepLoop:
             self._queue.remove(job)
         self.stats.jobs_failed += 1
         job.fail(error)
+        if fatal:
+            self._fail_everything(ModelUnavailable(_FATAL))
 
     def _fail_everything(self, error: EngineError) -> None:
         with self._cond:
