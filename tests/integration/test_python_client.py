@@ -12,6 +12,7 @@ import time
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,8 +37,10 @@ from qwen3_tts_client import (
     StreamInterrupted,
     UnprocessableEntityError,
     Voice,
+    cli,
 )
-from qwen3_tts_client.errors import retry_after_seconds
+from qwen3_tts_client.errors import ApiError, retry_after_seconds
+from qwen3_tts_client.retry import RetryPolicy
 from qwen3_tts_server.engine.base import Engine, Item, QueueFull, Runaway, Sampling
 from qwen3_tts_server.engine.stepper import Slot
 
@@ -156,7 +159,9 @@ def test_errors_are_typed_with_status_and_the_servers_detail(live: Live) -> None
         assert bad.value.status == 400 and "english" in bad.value.detail
         with pytest.raises(UnprocessableEntityError) as both:
             client.tts("Hi.", voice=voice, speaker="Ryan")
-        assert both.value.status == 422 and "exactly one of `voice_id`" in both.value.detail
+        assert both.value.status == 422  # the field errors, readable: "where: message"
+        assert both.value.detail.startswith("body: Value error, send exactly one of `voice_id`")
+        assert isinstance(both.value.body["detail"], list)
         with pytest.raises(NotFoundError):  # raised before any audio
             client.stream("Hi.", voice=voice.voice_id + 100).__enter__()
         with pytest.raises(BadRequestError) as unstreamable:
@@ -174,10 +179,11 @@ def test_errors_are_typed_with_status_and_the_servers_detail(live: Live) -> None
 
 
 def test_a_stream_cut_mid_way_raises_instead_of_ending_short(
-    live_server: Callable[..., LiveServer], engine: Engine
+    live_server: Callable[..., LiveServer], engine: Engine, tmp_path: Path
 ) -> None:
     """The second sentence fails in the model after the first one's audio went out."""
-    with live_server(load_engine=lambda: ScriptedEngine(engine, fail=2), **SETTINGS) as server:
+    scripted = ScriptedEngine(engine, fail=2)
+    with live_server(load_engine=lambda: scripted, **SETTINGS) as server:
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=60) as http:
             _, headers = new_user_key(http)
@@ -188,6 +194,12 @@ def test_a_stream_cut_mid_way_raises_instead_of_ending_short(
                 received.extend(audio)
             assert received  # the first sentence did arrive
             assert client.usage().tts_calls == 0  # and the cut stream costs nothing
+        # The command line: exit 8 (network), and no partial file passing for a short one.
+        scripted.calls = 0  # its second sentence fails again
+        out = tmp_path / "cut.pcm"
+        args = ["--url", server.url, "--api-key", headers["Authorization"][7:], "say", TEXT]
+        assert cli.main([*args, "--voice", "v", "--stream", "-o", str(out)]) == cli.NETWORK
+        assert not out.exists()
 
 
 class RefusingEngine:
@@ -280,6 +292,19 @@ def test_the_async_client_retries_too(refusing: Any) -> None:
 
     assert asyncio.run(speak()) == len("Hi there.")
     assert wrapper.admissions == 2
+    wrapper.admissions, wrapper.refusals = 0, 10  # and gives up after max_retries
+    with pytest.raises(RateLimitError):
+        asyncio.run(speak())
+    assert wrapper.admissions == 2
+
+
+def test_only_429_and_503_are_retried_whatever_else_sends_retry_after() -> None:
+    """A proxy in front may add Retry-After to other statuses: only the server's two count."""
+    policy = RetryPolicy(max_retries=3, max_wait=10)
+    for status in (400, 404, 413, 500, 502):
+        assert policy.delay(ApiError(status, "no", retry_after=1.0), 0) is None
+    for status in (429, 503):
+        assert policy.delay(ApiError(status, "busy", retry_after=1.0), 0) == 1.0
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
