@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import clone_voice, reference_audio, unavailable
+from support import clone_voice, reference_audio, unavailable, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "clients" / "python"
@@ -135,16 +134,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the demo never became ready"
-            time.sleep(0.5)
+        wait_for_http(f"{url}/ready", "the demo", process=process)
         token = (data_dir / "secrets" / "admin_token").read_text().strip()
         yield Demo(url, token)
     finally:

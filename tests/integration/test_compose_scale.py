@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from support import new_user_key, reference_audio
+from support import new_user_key, reference_audio, wait_for_http
 
 from conftest import LiveServer
 from qwen3_tts_client import AsyncClient, Client, PayloadTooLargeError, RealtimeEvent
@@ -235,7 +234,7 @@ def test_the_client_works_through_the_shipped_proxy_config(
         proxy = subprocess.Popen([*nginx, *errors, "-g", "daemon off;"])
         try:
             url = f"http://127.0.0.1:{listen}"
-            _wait_for(url)
+            wait_for_http(f"{url}/health", "nginx", timeout=30)
             with httpx.Client(base_url=url, timeout=60) as http:
                 _, headers = new_user_key(http)
             _speak_through(url, headers["Authorization"][7:])
@@ -249,18 +248,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _wait_for(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "nginx never answered"
-        time.sleep(0.1)
 
 
 def _speak_through(url: str, key: str) -> None:
