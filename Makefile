@@ -11,19 +11,20 @@ DEMO_PORT ?= 8000
 # Install order matters on CPU machines: torch first (the CPU build lies on disk; anything
 # else pulls gigabytes of CUDA), then qwen-tts without its declared dependencies (gradio, a CUDA
 # torchaudio, sox, onnxruntime: none is used by the 12 Hz models), then the project.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps qwen-tts==0.1.1
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench clients
+	$(BIN)/ruff format --check src tests bench clients
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,28 @@ def unavailable(reason: str) -> NoReturn:
 
 
 AppFactory = Callable[..., TestClient]
+
+
+def wait_for_http(
+    url: str,
+    what: str,
+    *,
+    timeout: float = 300,
+    process: subprocess.Popen[str] | None = None,
+) -> None:
+    """Wait until GET `url` answers 200 (a server started in another process); fail when
+    `process` exits first (with its output) or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None:
+            assert process.poll() is None, process.communicate()[0]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{what} never answered {url}"
+        time.sleep(0.2)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -10,9 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from support import run_seed_flow
+from support import run_seed_flow, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,16 +53,7 @@ def test_make_demo_serves_the_seed_flow_offline(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the demo never became ready"
-            time.sleep(0.5)
+        wait_for_http(f"{base}/ready", "the demo", process=process)
         token = (data_dir / "secrets" / "admin_token").read_text().strip()
         run_seed_flow(base, token, tmp_path / "client")
     finally:

@@ -7,6 +7,7 @@ lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,20 @@ def test_the_checker_sees_every_kind_of_import() -> None:
         f"{PACKAGE}.db.models",
         f"{PACKAGE}.engine.base",
     }
+
+
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python" / "src" / "qwen3_tts_client"
+#: What the client may import beyond the standard library: its declared dependencies
+#: (clients/python/pyproject.toml) and typing_extensions for the type checker only.
+CLIENT_ALLOWED = {"qwen3_tts_client", "httpx", "websockets", "typing_extensions"}
+
+
+def test_the_client_imports_only_the_standard_library_httpx_and_websockets() -> None:
+    """The client installs without the server's dependencies (torch, numpy, fastapi, ...)."""
+    found = []
+    for path in sorted(CLIENT.rglob("*.py")):
+        for module in imported_modules(path.read_text(encoding="utf-8"), "qwen3_tts_client"):
+            top = module.split(".")[0]
+            if top and top not in CLIENT_ALLOWED and top not in sys.stdlib_module_names:
+                found.append(f"{path.name} imports {module}")
+    assert found == []
