@@ -42,7 +42,7 @@ from qwen3_tts_client import (
 from qwen3_tts_client.errors import ApiError, retry_after_seconds
 from qwen3_tts_client.retry import RetryPolicy
 from qwen3_tts_server.engine.base import Engine, Item, QueueFull, Runaway, Sampling
-from qwen3_tts_server.engine.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Slot
 
 
 @dataclass
