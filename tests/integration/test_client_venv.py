@@ -106,8 +106,8 @@ class Demo:
 #: seeds each run, these tests cannot pass or fail by chance.
 DEMO_WITH_SEEDS_IN_ORDER = """
 import itertools, sys
-from qwen3_tts_server.engine import sampler
-sampler.random_seed = itertools.count(1).__next__
+from qwen3_tts_server.engine.step import stepper
+stepper.random_seed = itertools.count(1).__next__
 from qwen3_tts_server.cli import app
 app(prog_name="qwen3-tts-server", args=sys.argv[1:])
 """
