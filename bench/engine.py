@@ -1,7 +1,7 @@
 """The step loop against stock qwen-tts, side by side in one run; prints one JSON object.
 
     .venv/bin/python bench/engine.py [--real-dims] [--data-dir data] [--dtype auto]
-        [--frames 40] [--long-frames 125] [--short-frames 25] [--slots 8]
+        [--frames 40] [--long-frames 125] [--short-frames 25] [--slots 8] [--profile 1,16]
 
 What it measures (issue "Engine v2", point 5), every text running to exactly its frame count
 (EOS disabled on both sides, as on the random real-dims model, where it never wins), so both
@@ -21,9 +21,11 @@ engines make the same frames:
   engine. Stock's figure is derived, not run: the old scheduler let a new request wait for the
   running call of `slots` texts (on average half of it), then ran it: T(call of slots) / 2 +
   T(short alone), both measured.
-Load average (1-minute, this process included) is reported: the machine is shared; compare the
-two engines only within one run. `--real-dims` uses the random model with the real 0.6B sizes
-(built once under DATA_DIR/models-real-0.6b, like bench/speed.py); default: the tiny models.
+`--profile 1,16` prints instead, per batch size, one step's torch ops and host syncs (torch
+profiler) and its wall time. Load average (1-minute, this process included) is reported: the
+machine is shared; compare the two engines only within one run. `--real-dims` uses the random
+model with the real 0.6B sizes (built once under DATA_DIR/models-real-0.6b, like
+bench/speed.py); default: the tiny models.
 """
 
 from __future__ import annotations
@@ -215,6 +217,39 @@ def run(
     return result
 
 
+#: Profiler events that wait for the device or read a tensor's value on the host.
+SYNC_EVENTS = (
+    "aten::_local_scalar_dense",
+    "aten::item",
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+)
+
+
+def step_profile(stock: QwenEngine, item: Item, batches: Sequence[int]) -> dict[str, Any]:
+    """Per step at each batch size: torch ops and host syncs (torch profiler, one step after
+    a warm one) and the mean wall time of 5 steps. The step engine is eager here (no graphs)."""
+    engine = Endless(StepEngine(stock, rows=max(batches)), 1000)
+    out: dict[str, Any] = {}
+    for batch in batches:
+        slots = [engine.admit(item, SAMPLING, 64) for _ in range(batch)]
+        engine.step(slots)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            engine.step(slots)
+        events = prof.key_averages()
+        ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        syncs = sum(e.count for e in events if e.key in SYNC_EVENTS)
+        started = time.perf_counter()
+        for _ in range(5):
+            engine.step(slots)
+        seconds = (time.perf_counter() - started) / 5
+        for slot in slots:
+            engine.release(slot)
+        out[str(batch)] = {"aten_ops": ops, "host_syncs": syncs, "ms": round(seconds * 1000, 2)}
+    return out
+
+
 def _timed_job(scheduler: Scheduler, item: Item) -> float:
     started = time.perf_counter()
     asyncio.run(scheduler.generate([item], SAMPLING))
@@ -247,9 +282,18 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=125)
     parser.add_argument("--short-frames", type=int, default=25)
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument(
+        "--profile", default="", help="only the per-step profile at these batch sizes, e.g. 1,16"
+    )
     args = parser.parse_args()
     dims = "real-0.6b" if args.real_dims else "tiny"
     base = cached_models(args.data_dir / f"models-{dims}", dims=dims).base
+    if args.profile:
+        stock = QwenEngine.load(base, device="cpu", dtype=args.dtype)
+        prompt = stock.create_prompt(_reference(), "A short reference sentence for the benchmark.")
+        batches = [int(b) for b in args.profile.split(",")]
+        print(json.dumps(step_profile(stock, SynthItem(TEXT, "english", prompt), batches)))
+        return
     figures = (args.frames, args.long_frames, args.short_frames, args.slots)
     print(json.dumps(run(base, args.dtype, *figures), indent=1))
 
