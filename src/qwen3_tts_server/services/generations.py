@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,10 +130,13 @@ class GenerationLedger:
         sessions: sessionmaker[Session],
         media: MediaLibrary,
         policy: billing.DiscountPolicy,
+        instance_id: str | None = None,
     ) -> None:
+        """`instance_id`: this process's lease, named on every row it opens."""
         self._sessions = sessions
         self._media = media
         self._policy = policy
+        self._instance_id = instance_id
 
     def open(self, order: Order) -> int:
         """A STREAMING row for one text, so the response headers can name it before its audio
@@ -141,6 +144,7 @@ class GenerationLedger:
         with transaction(self._sessions) as session:
             generation = _new_row(order)
             generation.status = GenerationStatus.STREAMING
+            generation.instance_id = self._instance_id
             session.add(generation)
             session.flush()
             return generation.id
@@ -218,16 +222,23 @@ class GenerationLedger:
             quota.settle(session, hold, Amounts(tokens=sum(tokens)))
         return Receipt(tuple(g.id for g in generations), tuple(tokens), batch.id)
 
+    def interrupt_owned(self, instance_ids: list[str]) -> int:
+        """Settle the STREAMING rows of these (dead) instances as INTERRUPTED, free: what a
+        crashed process had sent is not known to anyone else. Returns how many rows changed."""
+        if not instance_ids:
+            return 0
+        return self._interrupt(Generation.instance_id.in_(instance_ids))
+
     def interrupt_open(self, older_than: datetime) -> int:
-        """Settle STREAMING rows opened before `older_than` as INTERRUPTED (free): a process
-        that died mid-stream never settled them. Returns how many rows changed."""
+        """Settle STREAMING rows without an owner (opened before leases existed) and older
+        than `older_than` as INTERRUPTED (free). Returns how many rows changed."""
+        return self._interrupt(Generation.instance_id.is_(None), Generation.created_at < older_than)
+
+    def _interrupt(self, *conditions: ColumnElement[bool]) -> int:
         with transaction(self._sessions) as session:
             result = session.execute(
                 update(Generation)
-                .where(
-                    Generation.status == GenerationStatus.STREAMING,
-                    Generation.created_at < older_than,
-                )
+                .where(Generation.status == GenerationStatus.STREAMING, *conditions)
                 .values(
                     status=GenerationStatus.INTERRUPTED,
                     error="the server stopped before the stream ended",

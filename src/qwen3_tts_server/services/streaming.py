@@ -19,8 +19,8 @@ retried, their audio is already out); CANCELLED when the stream is closed before
 client went away), charged for what it was sent (services/metering.py: the text up to the end
 of the last chunk whose audio went out), and the job is then withdrawn from the loop between
 two steps; what was reserved but not charged is released. A process that dies mid-stream
-leaves STREAMING behind, which the next start settles as INTERRUPTED (free) and whose
-reservation it releases.
+leaves STREAMING behind, which a live process settles as INTERRUPTED (free) once the dead
+one's lease lapses, releasing its reservation (services/leases.py).
 
 Times: X-Queue-Ms is the wait for the first slot, X-First-Audio-Ms submission to first audio;
 the row's latency is model time, from the first slot to the last audio.
