@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import anyio
 from sqlalchemy import ColumnElement, update
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.services import billing, quota
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
@@ -131,12 +133,15 @@ class GenerationLedger:
         media: MediaLibrary,
         policy: billing.DiscountPolicy,
         instance_id: str | None = None,
+        deferred: DeferredSettlements | None = None,
     ) -> None:
-        """`instance_id`: this process's lease, named on every row it opens."""
+        """`instance_id`: this process's lease, named on every row it opens; `deferred`:
+        where a failure that cannot be recorded now waits to be retried."""
         self._sessions = sessions
         self._media = media
         self._policy = policy
         self._instance_id = instance_id
+        self._deferred = DeferredSettlements() if deferred is None else deferred
 
     def open(self, order: Order) -> int:
         """A STREAMING row for one text, so the response headers can name it before its audio
@@ -261,25 +266,27 @@ class GenerationLedger:
 
         Shielded, because it runs while the request may itself be cancelled, and it never
         raises: the caller re-raises the original error. If even this cannot be written (the
-        database is down), the hold stays until start-up recovery releases it.
+        database is down), it is deferred: retried at every heartbeat until it is.
         """
         if isinstance(error, anyio.get_cancelled_exc_class()):
             outcome = Outcome.cancelled("cancelled before the audio was complete")
         else:
             outcome = Outcome.failed(error)
+        if batch:
+            record = partial(self.settle_batch, order, outcome, 0.0, hold)
+        else:
+            record = partial(self.settle, order, outcome, hold, generation_id)
         with anyio.CancelScope(shield=True):
             try:
-                if batch:
-                    await in_thread(self.settle_batch, order, outcome, 0.0, hold)
-                else:
-                    await in_thread(self.settle, order, outcome, hold, generation_id)
+                await in_thread(record)
             except Exception:
                 log.exception(
-                    "could not record a failed call of user %d (reservation %d is released at "
-                    "the next start)",
+                    "could not record a failed call of user %d now (reservation %d): retrying "
+                    "at every heartbeat",
                     order.user_id,
                     hold.reservation_id,
                 )
+                self._deferred.add(f"the failed call of reservation {hold.reservation_id}", record)
 
     # -- helpers -------------------------------------------------------------------------------
     def _fill(

@@ -29,6 +29,7 @@ from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import Reservation, User
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.errors import Forbidden, NotFound, QuotaExceeded, StorageExceeded
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.values import format_size
 
 #: A refused UPDATE is explained from the row read after it; when another call has changed the
@@ -76,12 +77,18 @@ NOTHING = Amounts()
 
 class Quotas:
     def __init__(
-        self, sessions: sessionmaker[Session], limits: Limits, instance_id: str | None = None
+        self,
+        sessions: sessionmaker[Session],
+        limits: Limits,
+        instance_id: str | None = None,
+        deferred: DeferredSettlements | None = None,
     ) -> None:
-        """`instance_id`: this process's lease, named on every hold it takes."""
+        """`instance_id`: this process's lease, named on every hold it takes; `deferred`:
+        where a release that cannot be written now waits to be retried."""
         self._sessions = sessions
         self.limits = limits
         self._instance_id = instance_id
+        self.deferred = DeferredSettlements() if deferred is None else deferred
 
     def reserve(self, user_id: int, purpose: str, amounts: Amounts) -> Hold:
         """Hold `amounts` for a call, or raise what stops it: 402 (tokens), 403 (voice

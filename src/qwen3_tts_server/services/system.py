@@ -29,6 +29,7 @@ from sqlalchemy import Engine as DbEngine
 
 from qwen3_tts_server.db.models import utcnow
 from qwen3_tts_server.db.session import ping
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.leases import Lease
 from qwen3_tts_server.services.media import MediaLibrary
@@ -55,6 +56,7 @@ class SystemService:
         media: MediaLibrary,
         quotas: Quotas,
         lease: Lease,
+        deferred: DeferredSettlements,
         recovery_grace: timedelta,
     ) -> None:
         self._db = db
@@ -63,6 +65,7 @@ class SystemService:
         self._media = media
         self._quotas = quotas
         self._lease = lease
+        self._deferred = deferred
         self._grace = recovery_grace
         self._stopping = threading.Event()
         self._keeping: threading.Thread | None = None
@@ -122,13 +125,15 @@ class SystemService:
             )
 
     def _keep_lease(self) -> None:
-        """Renew the lease and settle lapsed ones every heartbeat; sweep every grace period."""
+        """Every heartbeat: renew the lease, retry this process's settlements that failed
+        (services/deferred.py) and settle lapsed leases; sweep every grace period."""
         grace_s = self._grace.total_seconds()
         next_sweep = time.monotonic() + grace_s
         interval = min(self._lease.heartbeat_s, grace_s or self._lease.heartbeat_s)
         while not self._stopping.wait(interval):
             try:
                 self._lease.renew()
+                self._deferred.retry()
                 self.settle_lapsed()
                 if grace_s > 0 and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + grace_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import anyio
 from sqlalchemy import func, select, update
@@ -226,12 +227,15 @@ class VoiceService:
 
     async def _release(self, hold: Hold) -> None:
         """A creation failed after its reservation: give it back (shielded: the request may be
-        being cancelled). If the database cannot take it now, start-up recovery will."""
+        being cancelled). If the database cannot take it now, it is retried at every heartbeat
+        (services/deferred.py)."""
+        release = partial(self._quotas.release, hold)
         with anyio.CancelScope(shield=True):
             try:
-                await in_thread(self._quotas.release, hold)
+                await in_thread(release)
             except Exception:
-                log.exception("could not release reservation %d", hold.reservation_id)
+                log.exception("could not release reservation %d now", hold.reservation_id)
+                self._quotas.deferred.add(f"reservation {hold.reservation_id}", release)
 
     def _save(
         self, voice: Voice, hold: Hold, audio: bytes, media_type: str, duration_s: float
