@@ -40,6 +40,7 @@ from qwen3_tts_server.engine.base import (
 from qwen3_tts_server.engine.codec import Codec, StreamDecoder
 from qwen3_tts_server.engine.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
 from qwen3_tts_server.engine.jobs import Chunk, Job
+from qwen3_tts_server.engine.memory import LoadShedder, OutOfMemory, is_out_of_memory
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
@@ -57,6 +58,7 @@ class LoopStats:
     jobs_timed_out: int = 0
     chunks_retried: int = 0
     runaways: int = 0
+    out_of_memory: int = 0
     finish_reasons: Counter[str] = field(default_factory=Counter)
     last_step_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=64))
 
@@ -98,6 +100,8 @@ class StepLoop:
         self.warm_up_error: BaseException | None = None
         self._chunk_seconds = 1.0
         self.stats = LoopStats()
+        #: Fewer active slots for a while after a step ran out of memory (memory.py).
+        self.shedder = LoadShedder(config.slots + config.reserve)
         #: Called on the inference thread after each step: (slots stepped, seconds incl. decode).
         self.on_step: Callable[[int, float], None] | None = None
 
@@ -208,7 +212,12 @@ class StepLoop:
                 for chunk in self._active:
                     chunk.slot = None  # its buffers go with it; the engine is not asked again
                 self._active.clear()
-                self._fail_everything(EngineError(f"the engine failed: {exc}"))
+                failure = (
+                    OutOfMemory(exc)
+                    if is_out_of_memory(exc)
+                    else EngineError(f"the engine failed: {exc}")
+                )
+                self._fail_everything(failure)
         self._fail_everything(ShuttingDown("the server shut down before this work ran"))
 
     def _wait_for_work(self) -> bool:
@@ -248,10 +257,10 @@ class StepLoop:
             try:
                 future.set_result(run())
             except Exception as exc:
-                future.set_exception(exc)
+                future.set_exception(OutOfMemory(exc) if is_out_of_memory(exc) else exc)
 
     def _admit(self) -> None:
-        while True:
+        while len(self._active) < self.shedder.limit():
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
                 job = self._queue.pick(dict(held))
@@ -280,6 +289,9 @@ class StepLoop:
         try:
             self.engine.step([chunk.slot for chunk in chunks if chunk.slot is not None])
         except Exception as exc:
+            if is_out_of_memory(exc):
+                self._out_of_memory(chunks, exc)
+                return
             log.exception("engine step failed")
             for job in {chunk.job for chunk in chunks}:
                 self._fail(job, exc)
@@ -296,6 +308,24 @@ class StepLoop:
                 self.on_step(len(chunks), time.perf_counter() - started)
             except Exception:
                 log.exception("on_step callback failed")
+
+    def _out_of_memory(self, chunks: list[Chunk], error: Exception) -> None:
+        """A step ran out of memory: allow fewer slots, and put the step's chunks back in the
+        queue to start over, unless a chunk's audio has reached its consumer already (it
+        cannot be unsent) or it ran alone (fewer slots cannot help): those jobs fail."""
+        self.stats.out_of_memory += 1
+        limit = self.shedder.shed(len(chunks))
+        log.warning("a step of %d slots ran out of memory; now at most %d", len(chunks), limit)
+        for chunk in chunks:
+            self._release(chunk, CANCELLED)
+        for chunk in chunks:
+            job = chunk.job
+            if job.future.done():
+                continue
+            if len(chunks) > 1 and chunk.sent == 0:
+                job.requeue(chunk)
+            else:
+                self._fail(job, OutOfMemory(error))
 
     def _decode_due(self, chunks: list[Chunk]) -> None:
         """Decode the audio that became due in this step, one decoder call per model for all
@@ -364,6 +394,8 @@ class StepLoop:
         self.stats.finish_reasons[reason] += 1
 
     def _fail(self, job: Job, error: BaseException) -> None:
+        if is_out_of_memory(error) and not isinstance(error, OutOfMemory):
+            error = OutOfMemory(error)
         if not isinstance(error, EngineError):
             log.error("engine work failed", exc_info=error)
         for chunk in job.running():

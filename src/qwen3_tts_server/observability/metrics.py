@@ -75,8 +75,9 @@ class _RuntimeCollector:
         try:
             scheduler = runtime.loaded().scheduler
             depth, active, stats = scheduler.queue_depth, scheduler.active, scheduler.stats
+            slot_limit = scheduler.loop.shedder.limit()
         except ServiceUnavailable:  # no warm model: nothing queued, nothing run
-            depth, active, stats = 0, 0, LoopStats()
+            depth, active, stats, slot_limit = 0, 0, LoopStats(), 0
         yield GaugeMetricFamily(
             "qwen3_tts_queue_depth", "Chunks (sentence-sized texts) waiting for a slot.", depth
         )
@@ -108,6 +109,16 @@ class _RuntimeCollector:
             "qwen3_tts_engine_runaways",
             "Jobs failed (uncharged) because a chunk used its frame budget twice.",
             stats.runaways,
+        )
+        yield CounterMetricFamily(
+            "qwen3_tts_engine_out_of_memory",
+            "Steps that ran out of memory (the loop then sheds slots for a while).",
+            stats.out_of_memory,
+        )
+        yield GaugeMetricFamily(
+            "qwen3_tts_engine_slot_limit",
+            "Slots the loop may keep active now (fewer for a while after out of memory).",
+            value=slot_limit,
         )
         jobs = CounterMetricFamily(
             "qwen3_tts_engine_jobs", "Engine jobs, by how they ended.", labels=["outcome"]
