@@ -233,6 +233,11 @@ class Generation(Base):
         ForeignKey("audio_blobs.sha256", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: A stream's playback (services/playback.py): when its first audio was sent, its longest
+    #: underrun, and the earliest start that plays it without one (ms from submission).
+    first_audio_ms: Mapped[int | None] = mapped_column(Integer)
+    underrun_ms: Mapped[int | None] = mapped_column(Integer)
+    safe_start_ms: Mapped[int | None] = mapped_column(Integer)
     #: The server process that opened it (a stream): set while it is STREAMING, kept after.
     instance_id: Mapped[str | None] = mapped_column(String(32), index=True)
 

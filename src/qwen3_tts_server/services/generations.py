@@ -29,6 +29,7 @@ from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.services import billing, quota
 from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.playback import StreamQuality
 from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
 from qwen3_tts_server.services.threads import in_thread
@@ -94,6 +95,8 @@ class Outcome:
     error: str | None = None
     tokens: int = 0
     audio_seconds: float = 0.0
+    #: A stream's playback figures (services/playback.py), recorded on its row.
+    playback: StreamQuality | None = None
 
     @classmethod
     def ok(cls, items: Sequence[Spoken], timing: Timing) -> Outcome:
@@ -181,6 +184,10 @@ class GenerationLedger:
                 generation.status, generation.error = outcome.status, outcome.error
                 generation.tokens_used = outcome.tokens
                 generation.audio_seconds = outcome.audio_seconds
+            if outcome.playback is not None:
+                generation.first_audio_ms = outcome.playback.first_audio_ms
+                generation.underrun_ms = outcome.playback.largest_underrun_ms
+                generation.safe_start_ms = outcome.playback.safe_start_ms
             session.flush()
             quota.settle(session, hold, Amounts(tokens=generation.tokens_used))
         return Receipt((generation.id,), (generation.tokens_used,))
