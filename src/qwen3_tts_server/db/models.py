@@ -213,6 +213,8 @@ class Generation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     voice_id: Mapped[int | None] = mapped_column(ForeignKey("voices.id", ondelete="SET NULL"))
+    #: The CustomVoice preset that spoke it (lower case), when no stored voice did.
+    speaker: Mapped[str | None] = mapped_column(String(64))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     format: Mapped[str] = mapped_column(String(8))
     language: Mapped[str] = mapped_column(String(32))

@@ -347,6 +347,7 @@ def _new_row(order: Order, chars: int | None = None, batch_id: int | None = None
     return Generation(
         user_id=order.user_id,
         voice_id=order.voice_id,
+        speaker=order.speaker.strip().lower() if order.speaker else None,
         batch_id=batch_id,
         format=order.format,
         language=order.language,
