@@ -86,7 +86,6 @@ _OUTAGES: list[tuple[type[Exception], str]] = [
     (OperationalError, _DATABASE_DOWN),
     (InterfaceError, _DATABASE_DOWN),
     (InternalError, _DATABASE_DOWN),
-    (MemoryError, "The server ran out of memory for this call; try again later"),
 ]
 
 
@@ -94,6 +93,16 @@ def _outage(request: Request, exc: Exception) -> JSONResponse:
     log.error("outage on %s %s: %r", request.method, request.url.path, exc)
     detail = next(text for kind, text in _OUTAGES if isinstance(exc, kind))
     return _error(request, 503, detail, {"Retry-After": "5"})
+
+
+def _maybe_typed(request: Request, exc: Exception) -> JSONResponse:
+    """MemoryError and RuntimeError: out of memory (torch raises a RuntimeError on the CPU, a
+    subclass of it on a GPU) is a 503 like the typed errors; any other is a bug."""
+    failure = describe(exc)
+    if failure is None:
+        return _unexpected(request, exc)
+    log.error("outage on %s %s: %r", request.method, request.url.path, exc)
+    return _error(request, failure.status, failure.detail, failure.headers)
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
@@ -169,6 +178,8 @@ def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
         app.add_exception_handler(kind, _typed_error)
     for kind, _detail in _OUTAGES:
         app.add_exception_handler(kind, _outage)
+    for kind in (MemoryError, RuntimeError):
+        app.add_exception_handler(kind, _maybe_typed)
     app.add_exception_handler(Exception, _unexpected)
     # Last, so it is the outermost middleware and also stamps the responses that inner
     # middleware answers on its own (413, CORS preflight).

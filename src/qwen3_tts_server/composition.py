@@ -20,7 +20,9 @@ from qwen3_tts_server.engine.step.sizing import default_rows
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.billing import DiscountPolicy
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.generations import GenerationLedger
+from qwen3_tts_server.services.leases import Lease, new_instance_id
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Limits, Quotas
 from qwen3_tts_server.services.realtime import RealtimeService
@@ -69,8 +71,10 @@ def build_context(
     metrics.watch_runtime(runtime)
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
     policy = DiscountPolicy.from_settings(settings)
-    ledger = GenerationLedger(sessions, media, policy)
-    quotas = Quotas(sessions, Limits.from_settings(settings))
+    lease = Lease(sessions, new_instance_id(), timedelta(seconds=settings.lease_s))
+    deferred = DeferredSettlements()
+    ledger = GenerationLedger(sessions, media, policy, lease.instance_id, deferred)
+    quotas = Quotas(sessions, Limits.from_settings(settings), lease.instance_id, deferred)
     voices = VoiceService(settings, sessions, media, runtime, quotas)
     speakers = SpeakerService(runtime, voices)
     synthesis = SynthesisService(
@@ -88,7 +92,7 @@ def build_context(
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
-        system=SystemService(db, runtime, ledger, media, quotas, recovery_grace),
+        system=SystemService(db, runtime, ledger, media, quotas, lease, deferred, recovery_grace),
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),

@@ -108,10 +108,14 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(15.0, gt=0)
     body_timeout_s: float = Field(120.0, gt=0)
 
-    #: Crash recovery leaves alone rows and files younger than this, and repeats this often:
-    #: with several replicas sharing one database and MEDIA_DIR, they may be another replica's
+    #: A server process renews its lease every LEASE_S / 6 seconds; once its lease is older
+    #: than LEASE_S it counts as dead, and any live process settles its open streams and
+    #: reservations (services/leases.py).
+    lease_s: float = Field(30.0, ge=1)
+    #: The media sweep, and rows written before leases existed, leave alone what is younger
+    #: than this and repeat this often: a file in a shared MEDIA_DIR may be another replica's
     #: work in progress. Unset: an hour, or twice JOB_TIMEOUT_S if longer. One server alone
-    #: may set 0 (everything is settled at start, nothing repeats).
+    #: may set 0 (everything is swept at start, nothing repeats).
     recovery_grace_s: float | None = Field(None, ge=0)
 
     @field_validator("admin_token", "hmac_secret", "hf_token", mode="before")

@@ -20,7 +20,7 @@ FRAME = 1920
 
 @pytest.fixture(scope="module")
 def codec(engine: StepEngine) -> Codec:
-    return engine._lanes["base"].codec
+    return engine.lane("base").codec
 
 
 def codes(frames: int, seed: int = 0) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import av
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from streamkit import SETTINGS, TEXT, ScriptedEngine, generation_row
 from support import (
     ADMIN_TOKEN,
     AppFactory,
@@ -348,3 +350,27 @@ def test_an_outage_on_v1_is_a_503_in_openais_shape(make_client: AppFactory, engi
     error = _error(response)
     assert error["type"] == "server_error" and "out of memory" in error["message"]
     assert api.get("/usage", headers=headers).json()["tts_calls"] == 0
+
+
+def test_sse_ends_with_an_error_event_after_a_mid_stream_failure(
+    make_client: AppFactory, engine: Engine, tmp_path: Path
+) -> None:
+    """The third of five sentences fails in the model after two were sent: the events end
+    with OpenAI's error event instead of the done one, and the call is recorded, free."""
+    failing = ScriptedEngine(engine, fail=3)
+    api = make_client(load_engine=lambda: failing, **SETTINGS)
+    _, headers = new_user_key(api)
+    clone_voice(api, headers, name="Narrator")
+    body = {"input": TEXT, "voice": "Narrator", "response_format": "pcm", "stream_format": "sse"}
+    response = api.post(SPEECH, headers=headers, json=body)
+    assert response.status_code == 200, response.text
+    events = _events(response.text)
+    *deltas, last = events
+    assert deltas and {event["type"] for event in deltas} == {"speech.audio.delta"}
+    assert last["type"] == "error"
+    assert last["error"]["type"] == "server_error"
+    assert "Synthesis failed after part of the audio was sent" in last["error"]["message"]
+    assert "scripted failure of call 3" in last["error"]["message"]
+    row = generation_row(tmp_path, 1)
+    assert (row["status"], row["tokens_used"]) == ("error", 0)
+    assert api.get("/usage", headers=headers).json()["tokens_used_tts"] == 0

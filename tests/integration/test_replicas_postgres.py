@@ -7,14 +7,20 @@ loaded again, as a second process would); they share only the database and MEDIA
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
+from processes import kill_when, post_quietly, server_process
 from sqlalchemy import create_engine, text
 from support import AppFactory, admin_headers, clone_voice, new_user_key
+from test_crash import STREAM_TEXT
+
+STATUS = "SELECT status, tokens_used FROM generations WHERE id = :id"
 
 
 @pytest.fixture
@@ -116,3 +122,59 @@ def test_voices_generations_and_batch_price_are_shared(
 
     usage = second.get("/usage", headers=headers).json()
     assert usage["tts_calls"] == 1 and usage["batch_calls"] == 2
+
+
+def test_killing_one_replica_leaves_the_others_stream_untouched(
+    tiny_models_dir: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """Two server processes on one database, a stream on each; A is killed with -9. B settles
+    A's stream (INTERRUPTED, free) and hold once A's lease lapses, while B's own stream, held
+    open by a client that pauses reading, stays STREAMING, then completes and is charged."""
+    shared = {
+        "DATABASE_URL": postgres_url,
+        "MEDIA_DIR": str(tmp_path / "shared-media"),
+        "LEASE_S": "3",
+        "RECOVERY_GRACE_S": "3600",  # shared media: the sweep must wait for the other's files
+    }
+    database = create_engine(postgres_url)
+
+    def rows(query: str, **params: object) -> list[tuple[object, ...]]:
+        with database.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query), params)]
+
+    text_b = " ".join(f"Replica B sentence number {index}." for index in range(20))
+    log = tmp_path / "servers.log"
+    with (
+        server_process(tiny_models_dir, tmp_path / "a", log, **shared) as (url_a, pid_a),
+        server_process(tiny_models_dir, tmp_path / "b", log, **shared) as (url_b, _),
+        httpx.Client(base_url=url_b, timeout=120) as client_b,
+    ):
+        _, headers = new_user_key(client_b)
+        voice_id = clone_voice(client_b, headers)
+        body_b = {"text": text_b, "voice_id": voice_id, "stream": True}
+        with client_b.stream("POST", "/tts", headers=headers, json=body_b) as stream_b:
+            assert stream_b.status_code == 200
+            own_id = int(stream_b.headers["x-generation-id"])
+            pieces = stream_b.iter_bytes()
+            received = len(next(pieces))  # then pause: B's stream stays open meanwhile
+            body_a = {"text": STREAM_TEXT, "voice_id": voice_id, "stream": True}
+            stream_a = threading.Thread(target=post_quietly, args=(url_a, headers, "/tts", body_a))
+            stream_a.start()
+            others = "SELECT id FROM generations WHERE status = 'streaming' AND id <> :own"
+            kill_when(lambda: rows(others, own=own_id), pid_a)
+            [(dead_id,)] = rows(others, own=own_id)
+            deadline = time.monotonic() + 60
+            while rows(STATUS, id=dead_id) == [("streaming", 0)]:
+                assert time.monotonic() < deadline, "B never settled A's stream"
+                time.sleep(0.1)
+            time.sleep(3)  # more rounds of B's recovery
+            assert rows(STATUS, id=dead_id) == [("interrupted", 0)]
+            assert rows(STATUS, id=own_id) == [("streaming", 0)]
+            assert len(rows("SELECT id FROM reservations")) == 1  # B's own hold only
+            received += sum(len(piece) for piece in pieces)
+        stream_a.join(timeout=60)
+    assert received > 0
+    assert rows(STATUS, id=own_id) == [("ok", len(text_b))]
+    assert rows("SELECT id FROM reservations") == []
+    assert rows("SELECT SUM(tokens_reserved) FROM users") == [(0,)]
+    database.dispose()

@@ -61,12 +61,12 @@ def test_tts_with_a_preset_speaker_and_instructions(
     usage = api.get("/usage", headers=headers).json()
     assert usage["tts_calls"] == 1 and usage["tokens_used_tts"] == len(body["text"])
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
-        row = db.execute("SELECT voice_id, status FROM generations").fetchone()
-    assert row == (None, "ok")  # no voice row behind a preset
+        row = db.execute("SELECT voice_id, speaker, status FROM generations").fetchone()
+    assert row == (None, "vivian", "ok")  # no voice row behind a preset: the speaker says who
 
 
 def test_streamed_tts_and_batchtts_take_a_speaker(
-    api: TestClient, recorder: RecordingEngine
+    api: TestClient, recorder: RecordingEngine, tmp_path: Path
 ) -> None:
     _, headers = new_user_key(api)
     stream = api.post(
@@ -88,6 +88,9 @@ def test_streamed_tts_and_batchtts_take_a_speaker(
     spoken = [(item.speaker, item.instruct) for item in recorder.custom_items]
     assert ("ryan", "") in spoken and spoken[-2:] == [("sohee", "Slowly.")] * 2
     assert api.get("/usage", headers=headers).json()["batch_calls"] == 1
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        speakers = db.execute("SELECT speaker FROM generations ORDER BY id").fetchall()
+    assert speakers == [("ryan",), ("sohee",), ("sohee",)]
 
 
 @pytest.mark.parametrize(

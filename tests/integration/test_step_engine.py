@@ -158,10 +158,10 @@ def test_bad_requests_are_refused_at_admission(
 
 
 def test_weights_are_prepacked_on_cpu(engine: StepEngine) -> None:
-    lane = engine._lanes["base"]
+    lane = engine.lane("base")
     layer = lane.talker_layers[0]
     assert isinstance(layer.o, PackedLinear) and layer.qkv is not None
-    plain = StepEngine(engine.engine, prepack=False)._lanes["base"].talker_layers[0]
+    plain = StepEngine(engine.engine, prepack=False).lane("base").talker_layers[0]
     assert isinstance(plain.o, PlainLinear) and plain.qkv is None
 
 

@@ -21,7 +21,7 @@ def test_int8_lane_quantizes_the_layers_and_keeps_the_heads(
     stock: QwenEngine, voice_prompts: dict[str, bytes]
 ) -> None:
     steps = StepEngine(stock, quant="int8")
-    lane = steps._lanes["base"]
+    lane = steps.lane("base")
     for layer in [*lane.talker_layers, *lane.predictor_layers]:
         assert layer.fused
         assert all(isinstance(p, Int8Linear) for p in (layer.qkv, layer.gate_up, layer.o))

@@ -99,6 +99,7 @@ class _StreamedSpeech(StreamingResponse):
             log.warning("stream of generation %d ended early: %s", generation_id, error)
         finally:
             await self._stream.close()
+            self._context.metrics.observe_stream(self._stream.playback.quality())
         if self._stream.charge is not None:
             _count(self._context, *self._stream.charge)
 

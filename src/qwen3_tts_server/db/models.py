@@ -105,6 +105,28 @@ class Reservation(Base):
     storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     voices: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    #: The server process (`Instance.id`) whose call holds it: released once that process's
+    #: lease has lapsed. None only for holds taken before leases existed (migration 0004).
+    instance_id: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+class Instance(Base):
+    """A running server process and its lease (services/leases.py).
+
+    Each process inserts its row at start and renews `heartbeat_at` every few seconds; a row
+    whose heartbeat is older than LEASE_S belongs to a process that died, and any live process
+    then settles the open streams and reservations that name it, and deletes it. Rows and holds
+    name their instance by id, without a foreign key: the id stays on a generation as the
+    record of who served it after its instance row is gone.
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class ApiKey(Base):
@@ -191,6 +213,8 @@ class Generation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     voice_id: Mapped[int | None] = mapped_column(ForeignKey("voices.id", ondelete="SET NULL"))
+    #: The CustomVoice preset that spoke it (lower case), when no stored voice did.
+    speaker: Mapped[str | None] = mapped_column(String(64))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     format: Mapped[str] = mapped_column(String(8))
     language: Mapped[str] = mapped_column(String(32))
@@ -211,6 +235,13 @@ class Generation(Base):
         ForeignKey("audio_blobs.sha256", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: A stream's playback (services/playback.py): when its first audio was sent, its longest
+    #: underrun, and the earliest start that plays it without one (ms from submission).
+    first_audio_ms: Mapped[int | None] = mapped_column(Integer)
+    underrun_ms: Mapped[int | None] = mapped_column(Integer)
+    safe_start_ms: Mapped[int | None] = mapped_column(Integer)
+    #: The server process that opened it (a stream): set while it is STREAMING, kept after.
+    instance_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class RuntimeStat(Base):

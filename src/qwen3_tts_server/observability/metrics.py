@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from qwen3_tts_server.engine.serving.loop import LoopStats
 from qwen3_tts_server.errors import ServiceUnavailable
+from qwen3_tts_server.services.playback import StreamQuality
 from qwen3_tts_server.services.runtime import ModelRuntime
 
 #: What a token charge was for; one value per charging route.
@@ -41,6 +42,8 @@ STEP_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32, 64)
 
 #: Seconds per engine step (one 80 ms frame for every active slot, decoding included).
 STEP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Seconds: a stream's first audio, its longest underrun, its safe play start.
+PLAYBACK_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 
 #: How a chunk (one sentence-sized text in a slot) can end; see engine/serving/guard.py.
 FINISH_REASONS = ("eos", "length", "silence", "cancelled")
@@ -75,8 +78,9 @@ class _RuntimeCollector:
         try:
             scheduler = runtime.loaded().scheduler
             depth, active, stats = scheduler.queue_depth, scheduler.active, scheduler.stats
+            slot_limit = scheduler.loop.shedder.limit()
         except ServiceUnavailable:  # no warm model: nothing queued, nothing run
-            depth, active, stats = 0, 0, LoopStats()
+            depth, active, stats, slot_limit = 0, 0, LoopStats(), 0
         yield GaugeMetricFamily(
             "qwen3_tts_queue_depth", "Chunks (sentence-sized texts) waiting for a slot.", depth
         )
@@ -117,6 +121,16 @@ class _RuntimeCollector:
             "qwen3_tts_engine_runaways",
             "Jobs failed (uncharged) because a chunk used its frame budget twice.",
             stats.runaways,
+        )
+        yield CounterMetricFamily(
+            "qwen3_tts_engine_out_of_memory",
+            "Steps that ran out of memory (the loop then sheds slots for a while).",
+            stats.out_of_memory,
+        )
+        yield GaugeMetricFamily(
+            "qwen3_tts_engine_slot_limit",
+            "Slots the loop may keep active now (fewer for a while after out of memory).",
+            value=slot_limit,
         )
         jobs = CounterMetricFamily(
             "qwen3_tts_engine_jobs", "Engine jobs, by how they ended.", labels=["outcome"]
@@ -168,11 +182,37 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self._stream_first_audio = Histogram(
+            "qwen3_tts_stream_first_audio_seconds",
+            "Streams: from submission until the first audio was handed to the connection.",
+            buckets=PLAYBACK_BUCKETS,
+            registry=self.registry,
+        )
+        self._stream_underrun = Histogram(
+            "qwen3_tts_stream_underrun_seconds",
+            "Streams: the longest a player starting at the first audio would run dry (0: never).",
+            buckets=(0.0, *PLAYBACK_BUCKETS),
+            registry=self.registry,
+        )
+        self._stream_safe_start = Histogram(
+            "qwen3_tts_stream_safe_start_seconds",
+            "Streams: the earliest play start (from submission) with no underrun at all.",
+            buckets=PLAYBACK_BUCKETS,
+            registry=self.registry,
+        )
         self._audio_seconds = Counter(
             "qwen3_tts_audio_seconds_generated",
             "Seconds of speech delivered by /tts and /batchtts.",
             registry=self.registry,
         )
+
+    def observe_stream(self, quality: StreamQuality | None) -> None:
+        """One stream ended: how it played (services/playback.py); None if it sent nothing."""
+        if quality is None:
+            return
+        self._stream_first_audio.observe(quality.first_audio_ms / 1000)
+        self._stream_underrun.observe(quality.largest_underrun_ms / 1000)
+        self._stream_safe_start.observe(quality.safe_start_ms / 1000)
 
     def watch_runtime(self, runtime: ModelRuntime) -> None:
         """Report the model state and identity, queue depth and engine totals on every scrape."""

@@ -21,6 +21,7 @@ from qwen3_tts_server.engine.base import (
     Runaway,
     ShuttingDown,
 )
+from qwen3_tts_server.engine.serving.memory import RETRY_AFTER_S, OutOfMemory, is_out_of_memory
 from qwen3_tts_server.errors import ApiError
 
 #: Typed errors and their status codes (the first matching entry wins).
@@ -35,7 +36,11 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (JobTimeout, 503),
     (ShuttingDown, 503),
     (Runaway, 503),
+    (OutOfMemory, 503),
 ]
+
+#: Out of memory, wherever it ran out (engine/serving/memory.py): an outage, retried later, free.
+OUT_OF_MEMORY = "The server ran out of memory for this call; try again later"
 
 _PROMPT_HINT = " (the voice was made by another model: recreate it with this server's model)"
 
@@ -51,6 +56,8 @@ def describe(error: BaseException) -> Failure | None:
     """How a client is told about `error`; None for an unexpected one (a bug: a 500)."""
     if isinstance(error, ApiError):
         return Failure(error.status_code, error.detail, error.headers)
+    if is_out_of_memory(error):
+        return Failure(503, OUT_OF_MEMORY, {"Retry-After": str(RETRY_AFTER_S)})
     status = next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), None)
     if status is None:
         return None

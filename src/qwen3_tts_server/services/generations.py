@@ -17,16 +17,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import anyio
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.services import billing, quota
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.media import MediaLibrary
+from qwen3_tts_server.services.playback import StreamQuality
 from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
 from qwen3_tts_server.services.threads import in_thread
@@ -92,6 +95,8 @@ class Outcome:
     error: str | None = None
     tokens: int = 0
     audio_seconds: float = 0.0
+    #: A stream's playback figures (services/playback.py), recorded on its row.
+    playback: StreamQuality | None = None
 
     @classmethod
     def ok(cls, items: Sequence[Spoken], timing: Timing) -> Outcome:
@@ -130,10 +135,16 @@ class GenerationLedger:
         sessions: sessionmaker[Session],
         media: MediaLibrary,
         policy: billing.DiscountPolicy,
+        instance_id: str | None = None,
+        deferred: DeferredSettlements | None = None,
     ) -> None:
+        """`instance_id`: this process's lease, named on every row it opens; `deferred`:
+        where a failure that cannot be recorded now waits to be retried."""
         self._sessions = sessions
         self._media = media
         self._policy = policy
+        self._instance_id = instance_id
+        self._deferred = DeferredSettlements() if deferred is None else deferred
 
     def open(self, order: Order) -> int:
         """A STREAMING row for one text, so the response headers can name it before its audio
@@ -141,6 +152,7 @@ class GenerationLedger:
         with transaction(self._sessions) as session:
             generation = _new_row(order)
             generation.status = GenerationStatus.STREAMING
+            generation.instance_id = self._instance_id
             session.add(generation)
             session.flush()
             return generation.id
@@ -172,6 +184,10 @@ class GenerationLedger:
                 generation.status, generation.error = outcome.status, outcome.error
                 generation.tokens_used = outcome.tokens
                 generation.audio_seconds = outcome.audio_seconds
+            if outcome.playback is not None:
+                generation.first_audio_ms = outcome.playback.first_audio_ms
+                generation.underrun_ms = outcome.playback.largest_underrun_ms
+                generation.safe_start_ms = outcome.playback.safe_start_ms
             session.flush()
             quota.settle(session, hold, Amounts(tokens=generation.tokens_used))
         return Receipt((generation.id,), (generation.tokens_used,))
@@ -218,16 +234,23 @@ class GenerationLedger:
             quota.settle(session, hold, Amounts(tokens=sum(tokens)))
         return Receipt(tuple(g.id for g in generations), tuple(tokens), batch.id)
 
+    def interrupt_owned(self, instance_ids: list[str]) -> int:
+        """Settle the STREAMING rows of these (dead) instances as INTERRUPTED, free: what a
+        crashed process had sent is not known to anyone else. Returns how many rows changed."""
+        if not instance_ids:
+            return 0
+        return self._interrupt(Generation.instance_id.in_(instance_ids))
+
     def interrupt_open(self, older_than: datetime) -> int:
-        """Settle STREAMING rows opened before `older_than` as INTERRUPTED (free): a process
-        that died mid-stream never settled them. Returns how many rows changed."""
+        """Settle STREAMING rows without an owner (opened before leases existed) and older
+        than `older_than` as INTERRUPTED (free). Returns how many rows changed."""
+        return self._interrupt(Generation.instance_id.is_(None), Generation.created_at < older_than)
+
+    def _interrupt(self, *conditions: ColumnElement[bool]) -> int:
         with transaction(self._sessions) as session:
             result = session.execute(
                 update(Generation)
-                .where(
-                    Generation.status == GenerationStatus.STREAMING,
-                    Generation.created_at < older_than,
-                )
+                .where(Generation.status == GenerationStatus.STREAMING, *conditions)
                 .values(
                     status=GenerationStatus.INTERRUPTED,
                     error="the server stopped before the stream ended",
@@ -250,25 +273,27 @@ class GenerationLedger:
 
         Shielded, because it runs while the request may itself be cancelled, and it never
         raises: the caller re-raises the original error. If even this cannot be written (the
-        database is down), the hold stays until start-up recovery releases it.
+        database is down), it is deferred: retried at every heartbeat until it is.
         """
         if isinstance(error, anyio.get_cancelled_exc_class()):
             outcome = Outcome.cancelled("cancelled before the audio was complete")
         else:
             outcome = Outcome.failed(error)
+        if batch:
+            record = partial(self.settle_batch, order, outcome, 0.0, hold)
+        else:
+            record = partial(self.settle, order, outcome, hold, generation_id)
         with anyio.CancelScope(shield=True):
             try:
-                if batch:
-                    await in_thread(self.settle_batch, order, outcome, 0.0, hold)
-                else:
-                    await in_thread(self.settle, order, outcome, hold, generation_id)
+                await in_thread(record)
             except Exception:
                 log.exception(
-                    "could not record a failed call of user %d (reservation %d is released at "
-                    "the next start)",
+                    "could not record a failed call of user %d now (reservation %d): retrying "
+                    "at every heartbeat",
                     order.user_id,
                     hold.reservation_id,
                 )
+                self._deferred.add(f"the failed call of reservation {hold.reservation_id}", record)
 
     # -- helpers -------------------------------------------------------------------------------
     def _fill(
@@ -322,6 +347,7 @@ def _new_row(order: Order, chars: int | None = None, batch_id: int | None = None
     return Generation(
         user_id=order.user_id,
         voice_id=order.voice_id,
+        speaker=order.speaker.strip().lower() if order.speaker else None,
         batch_id=batch_id,
         format=order.format,
         language=order.language,

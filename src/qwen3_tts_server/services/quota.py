@@ -9,7 +9,9 @@ takes its write lock for the UPDATE; PostgreSQL re-checks the WHERE on the row i
 
 A `Reservation` row records each hold. Settling (inside the transaction that writes the call's
 rows) deletes it and moves the held amounts to what was really spent: a success keeps its
-charge, a failure keeps nothing. Hold rows a dead process left are released at start-up
+charge, a failure keeps nothing. Each row names the server process that holds it; the holds
+of a process whose lease lapsed are released by any live one (`release_owned`, services/
+leases.py), and holds from before leases existed once they are older than the grace period
 (`release_stale`). A row already released that way is never released twice: whoever deletes
 it gives its amounts back, and a late settle then only adds its charge.
 """
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.db.models import Reservation, User
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.errors import Forbidden, NotFound, QuotaExceeded, StorageExceeded
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.values import format_size
 
 #: A refused UPDATE is explained from the row read after it; when another call has changed the
@@ -73,9 +76,19 @@ NOTHING = Amounts()
 
 
 class Quotas:
-    def __init__(self, sessions: sessionmaker[Session], limits: Limits) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        limits: Limits,
+        instance_id: str | None = None,
+        deferred: DeferredSettlements | None = None,
+    ) -> None:
+        """`instance_id`: this process's lease, named on every hold it takes; `deferred`:
+        where a release that cannot be written now waits to be retried."""
         self._sessions = sessions
         self.limits = limits
+        self._instance_id = instance_id
+        self.deferred = DeferredSettlements() if deferred is None else deferred
 
     def reserve(self, user_id: int, purpose: str, amounts: Amounts) -> Hold:
         """Hold `amounts` for a call, or raise what stops it: 402 (tokens), 403 (voice
@@ -89,6 +102,7 @@ class Quotas:
                         tokens=amounts.tokens,
                         storage_bytes=amounts.storage_bytes,
                         voices=amounts.voices,
+                        instance_id=self._instance_id,
                     )
                     session.add(reservation)
                     session.flush()
@@ -105,13 +119,22 @@ class Quotas:
         with transaction(self._sessions) as session:
             settle(session, hold, NOTHING)
 
+    def release_owned(self, instance_ids: list[str]) -> int:
+        """Release the holds of these (dead) instances. Returns how many were released."""
+        if not instance_ids:
+            return 0
+        return self._release_where(Reservation.instance_id.in_(instance_ids))
+
     def release_stale(self, older_than: datetime) -> int:
-        """Release holds taken before `older_than` that nobody settled (their process died).
-        Returns how many were released."""
+        """Release holds without an owner (taken before leases existed) older than
+        `older_than`. Returns how many were released."""
+        return self._release_where(
+            Reservation.instance_id.is_(None), Reservation.created_at < older_than
+        )
+
+    def _release_where(self, *conditions: ColumnElement[bool]) -> int:
         with self._sessions() as session:
-            stale = session.scalars(
-                select(Reservation).where(Reservation.created_at < older_than)
-            ).all()
+            stale = session.scalars(select(Reservation).where(*conditions)).all()
         released = 0
         for row in stale:
             amounts = Amounts(row.tokens, row.storage_bytes, row.voices)

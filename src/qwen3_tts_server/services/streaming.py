@@ -19,11 +19,13 @@ retried, their audio is already out); CANCELLED when the stream is closed before
 client went away), charged for what it was sent (services/metering.py: the text up to the end
 of the last chunk whose audio went out), and the job is then withdrawn from the loop between
 two steps; what was reserved but not charged is released. A process that dies mid-stream
-leaves STREAMING behind, which the next start settles as INTERRUPTED (free) and whose
-reservation it releases.
+leaves STREAMING behind, which a live process settles as INTERRUPTED (free) once the dead
+one's lease lapses, releasing its reservation (services/leases.py).
 
 Times: X-Queue-Ms is the wait for the first slot, X-First-Audio-Ms submission to first audio;
-the row's latency is model time, from the first slot to the last audio.
+the row's latency is model time, from the first slot to the last audio. How the stream plays
+(first audio sent, largest underrun, safe play start: services/playback.py) is kept on the row
+however the stream ends, and observed in /metrics by the route.
 
 Only formats written sample by sample can stream: `pcm` (raw s16le) and `wav`, whose header
 says "size unknown" (0xFFFFFFFF), which players and libsndfile read to the end of the stream.
@@ -36,6 +38,7 @@ import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import anyio
 import numpy as np
@@ -47,6 +50,7 @@ from qwen3_tts_server.engine.serving.scheduler import AudioStream
 from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.services.generations import GenerationLedger, Order, Outcome, Spoken
 from qwen3_tts_server.services.metering import DeliveryMeter
+from qwen3_tts_server.services.playback import PlaybackClock
 from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speech import SpeechRequest, sentence_pause
@@ -102,6 +106,7 @@ class SpeechStream:
         generation_id: int,
         audio: AudioStream,
         first: AudioPiece,
+        submitted: float,
         first_audio_s: float,
         sample_rate: int,
     ) -> None:
@@ -123,6 +128,8 @@ class SpeechStream:
         self._audio = audio
         self._first = first
         self._status = GenerationStatus.STREAMING
+        #: When each piece reached the connection: first audio, underruns, safe play start.
+        self.playback = PlaybackClock(submitted)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The audio file in pieces: (a WAV header, then) s16le samples as they are decoded.
@@ -152,7 +159,9 @@ class SpeechStream:
                     samples = stretched.samples
                 sent.append(samples)
                 data = await in_thread(encode, Audio(samples, self.sample_rate), "pcm")
-                self._meter.sent(piece.index, samples.size / self.sample_rate)
+                seconds = samples.size / self.sample_rate
+                self._meter.sent(piece.index, seconds)
+                self.playback.arrived(seconds)
                 yield data
             await self._complete(sent)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
@@ -173,6 +182,7 @@ class SpeechStream:
         if self._status is not GenerationStatus.STREAMING:
             return False
         self._status = outcome.status
+        outcome = replace(outcome, playback=self.playback.quality())
         await _abandon(
             self._ledger, self._order, self._hold, self.generation_id, self._audio, outcome
         )
@@ -186,6 +196,7 @@ class SpeechStream:
         reason = worst_reason([FinishReason(chunk.finish_reason) for chunk in result.chunks])
         timing = Timing(queue_ms=self.queue_ms, model_ms=_ms(result.model_s))
         outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
+        outcome = replace(outcome, playback=self.playback.quality())
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
             await in_thread(
@@ -280,6 +291,7 @@ class StreamingService:
             generation_id,
             audio,
             first,
+            submitted,
             first_audio_s,
             sample_rate,
         )

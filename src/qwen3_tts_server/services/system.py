@@ -3,20 +3,25 @@
 Routes never touch the database engine or the model directly; /ready asks `readiness()`, and
 the app's lifespan calls `start()` and `stop()`.
 
-Start-up recovers from a crash before anything is served: streams a dead process left open
-become INTERRUPTED (free), the reservations it held are released (services/quota.py), and
-the media sweep deletes staged, half-written and unreferenced
-files and rows and publishes files whose row had committed (services/media.py). Both leave
-alone anything younger than the grace period (RECOVERY_GRACE_S): with replicas on one database
-and MEDIA_DIR it may be another replica's work in progress. With a grace period the recovery
-also repeats every grace period while the server runs, so the live replicas settle a crashed
-one's leftovers even if it never comes back.
+Start-up registers this process's lease (services/leases.py) and recovers from crashes before
+anything is served; a background thread then renews the lease every few seconds and, each
+time, settles the work of any process whose lease lapsed: its open streams become INTERRUPTED
+(free) and its reservations are released (services/quota.py). A live replica's work is never
+touched, and a dead one's is settled within LEASE_S and one heartbeat, whether it comes back
+or not.
+
+Two things carry no owner and still wait for the grace period (RECOVERY_GRACE_S), at start and
+then every grace period: rows and holds written before leases existed, and the media sweep,
+which deletes staged, half-written and unreferenced files and rows and publishes files whose
+row had committed (services/media.py): a file in MEDIA_DIR does not say which replica is
+writing it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,7 +29,9 @@ from sqlalchemy import Engine as DbEngine
 
 from qwen3_tts_server.db.models import utcnow
 from qwen3_tts_server.db.session import ping
+from qwen3_tts_server.services.deferred import DeferredSettlements
 from qwen3_tts_server.services.generations import GenerationLedger
+from qwen3_tts_server.services.leases import Lease
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
@@ -48,6 +55,8 @@ class SystemService:
         ledger: GenerationLedger,
         media: MediaLibrary,
         quotas: Quotas,
+        lease: Lease,
+        deferred: DeferredSettlements,
         recovery_grace: timedelta,
     ) -> None:
         self._db = db
@@ -55,9 +64,11 @@ class SystemService:
         self._ledger = ledger
         self._media = media
         self._quotas = quotas
+        self._lease = lease
+        self._deferred = deferred
         self._grace = recovery_grace
         self._stopping = threading.Event()
-        self._recovering: threading.Thread | None = None
+        self._keeping: threading.Thread | None = None
 
     def readiness(self) -> Readiness:
         """Ready when the database answers and the model is loaded and warm."""
@@ -70,18 +81,32 @@ class SystemService:
         )
 
     def start(self) -> None:
-        """Recover from a crash, then load the model in the background."""
+        """Take the lease, recover from crashes, then load the model in the background."""
+        self._lease.register()
+        self.settle_lapsed()
         self.recover()
-        if self._grace > timedelta(0):
-            self._recovering = threading.Thread(
-                target=self._recover_periodically, name="recovery", daemon=True
-            )
-            self._recovering.start()
+        self._keeping = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
+        self._keeping.start()
         self._runtime.start()
 
+    def settle_lapsed(self) -> None:
+        """Settle the open streams and reservations of every process whose lease lapsed."""
+        lapsed = self._lease.lapsed()
+        if not lapsed:
+            return
+        interrupted = self._ledger.interrupt_owned(lapsed)
+        released = self._quotas.release_owned(lapsed)
+        self._lease.forget(lapsed)
+        log.warning(
+            "lease of %d dead server process(es) lapsed: %d open streams settled as "
+            "interrupted, %d reservations released",
+            len(lapsed),
+            interrupted,
+            released,
+        )
+
     def recover(self) -> None:
-        """Settle open streams, release reservations and sweep the media, all older than the
-        grace period (a dead process's: it will never settle them)."""
+        """Settle what carries no owner and sweep the media, all older than the grace period."""
         cutoff = utcnow() - self._grace
         interrupted = self._ledger.interrupt_open(older_than=cutoff)
         released = self._quotas.release_stale(older_than=cutoff)
@@ -90,8 +115,8 @@ class SystemService:
             (interrupted, released, swept.rows_deleted, swept.files_deleted, swept.files_published)
         ):
             log.info(
-                "recovery: %d open streams settled as interrupted, %d reservations released; "
-                "media sweep deleted %d rows and %d files, published %d",
+                "recovery: %d ownerless open streams settled as interrupted, %d ownerless "
+                "reservations released; media sweep deleted %d rows and %d files, published %d",
                 interrupted,
                 released,
                 swept.rows_deleted,
@@ -99,16 +124,36 @@ class SystemService:
                 swept.files_published,
             )
 
-    def _recover_periodically(self) -> None:
-        while not self._stopping.wait(self._grace.total_seconds()):
+    def _keep_lease(self) -> None:
+        """Every heartbeat: renew the lease, retry this process's settlements that failed
+        (services/deferred.py) and settle lapsed leases; sweep every grace period."""
+        grace_s = self._grace.total_seconds()
+        next_sweep = time.monotonic() + grace_s
+        interval = min(self._lease.heartbeat_s, grace_s or self._lease.heartbeat_s)
+        while not self._stopping.wait(interval):
             try:
-                self.recover()
-            except Exception:  # the database away, a disk error: the next round tries again
-                log.exception("periodic recovery failed")
+                self._lease.renew()
+                self._deferred.retry()
+                self.settle_lapsed()
+                if grace_s > 0 and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + grace_s
+                    self.recover()
+            except Exception:  # the database away, a disk error: the next heartbeat tries again
+                log.exception("lease renewal or recovery failed")
 
     def stop(self) -> None:
+        """Stop the model (draining), settle whatever this process still holds, end the lease."""
         self._stopping.set()
-        if self._recovering is not None:
-            self._recovering.join()
+        if self._keeping is not None:
+            self._keeping.join()
         self._runtime.stop()
+        own = [self._lease.instance_id]
+        try:
+            left = self._ledger.interrupt_owned(own), self._quotas.release_owned(own)
+            self._lease.end()
+        except Exception:  # the database away: the lease lapses, another process settles it
+            log.exception("could not settle this process's work at stop")
+        else:
+            if any(left):
+                log.warning("at stop: %d open streams interrupted, %d holds released", *left)
         self._db.dispose()

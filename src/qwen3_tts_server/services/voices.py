@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import anyio
 from sqlalchemy import func, select, update
@@ -24,6 +25,7 @@ from qwen3_tts_server.db.models import AudioBlob, Voice, utcnow
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.errors import BadRequest, NotFound, ServiceUnavailable
 from qwen3_tts_server.services import quota
+from qwen3_tts_server.services.design import design_reference
 from qwen3_tts_server.services.languages import normalize_language
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Amounts, Hold, Quotas
@@ -197,11 +199,15 @@ class VoiceService:
                     "Voice design is not available: this server runs without a VoiceDesign "
                     "model (set MODEL_VOICEDESIGN_REPO); clone a voice from a recording instead"
                 )
-            sampling = self._settings.sampling()
-            sample = await model.scheduler.design(
-                phrase, description, language, sampling, user=user_id
+            designed = await design_reference(
+                model.scheduler,
+                phrase=phrase,
+                description=description,
+                language=language,
+                sampling=self._settings.sampling,
+                user=user_id,
             )
-            prompt = await model.scheduler.create_prompt(sample, phrase)
+            sample = designed.sample
             data = await in_thread(encode, sample, DESIGN_SAMPLE_FORMAT)
             voice = Voice(
                 user_id=user_id,
@@ -210,7 +216,7 @@ class VoiceService:
                 language=language,
                 ref_text=phrase,
                 description=description,
-                prompt=prompt,
+                prompt=designed.prompt,
                 tokens_used=tokens,
             )
             media_type = FORMATS[DESIGN_SAMPLE_FORMAT].media_type
@@ -221,12 +227,15 @@ class VoiceService:
 
     async def _release(self, hold: Hold) -> None:
         """A creation failed after its reservation: give it back (shielded: the request may be
-        being cancelled). If the database cannot take it now, start-up recovery will."""
+        being cancelled). If the database cannot take it now, it is retried at every heartbeat
+        (services/deferred.py)."""
+        release = partial(self._quotas.release, hold)
         with anyio.CancelScope(shield=True):
             try:
-                await in_thread(self._quotas.release, hold)
+                await in_thread(release)
             except Exception:
-                log.exception("could not release reservation %d", hold.reservation_id)
+                log.exception("could not release reservation %d now", hold.reservation_id)
+                self._quotas.deferred.add(f"reservation {hold.reservation_id}", release)
 
     def _save(
         self, voice: Voice, hold: Hold, audio: bytes, media_type: str, duration_s: float

@@ -40,6 +40,7 @@ from qwen3_tts_server.engine.serving.admission import FairQueue, Refused
 from qwen3_tts_server.engine.serving.codec import Codec, StreamDecoder
 from qwen3_tts_server.engine.serving.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
 from qwen3_tts_server.engine.serving.jobs import Chunk, Job
+from qwen3_tts_server.engine.serving.memory import LoadShedder, OutOfMemory, is_out_of_memory
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
@@ -62,6 +63,7 @@ class LoopStats:
     jobs_timed_out: int = 0
     chunks_retried: int = 0
     runaways: int = 0
+    out_of_memory: int = 0
     finish_reasons: Counter[str] = field(default_factory=Counter)
     #: Seconds the loop thread spent per phase of its turns: "admit" (prompts and prefill),
     #: "step" (the engine step, its codes on the host), "decode" (audio, guard, hand-over).
@@ -109,6 +111,8 @@ class StepLoop:
         self.fatal_error: BaseException | None = None
         self._chunk_seconds = 1.0
         self.stats = LoopStats()
+        #: Fewer active slots for a while after a step ran out of memory (memory.py).
+        self.shedder = LoadShedder(config.slots + config.reserve)
         #: Called on the inference thread after each step: (slots stepped, seconds incl. decode).
         self.on_step: Callable[[int, float], None] | None = None
 
@@ -218,7 +222,12 @@ class StepLoop:
                     self._step()
             except Exception as exc:  # a bug: fail what is in flight, keep serving
                 log.exception("the step loop failed; failing the work in flight")
-                self._fail_everything(EngineError(f"the engine failed: {exc}"))
+                failure = (
+                    OutOfMemory(exc)
+                    if is_out_of_memory(exc)
+                    else EngineError(f"the engine failed: {exc}")
+                )
+                self._fail_everything(failure)
         self._fail_everything(ShuttingDown("the server shut down before this work ran"))
 
     def _wait_for_work(self) -> bool:
@@ -258,12 +267,12 @@ class StepLoop:
             try:
                 future.set_result(run())
             except Exception as exc:
-                future.set_exception(exc)
+                future.set_exception(OutOfMemory(exc) if is_out_of_memory(exc) else exc)
 
     def _admit(self) -> None:
-        """Admit waiting chunks into free slots for up to ADMIT_SECONDS_PER_TURN (at least one
-        chunk): a burst of arrivals is spread over a few steps instead of stalling every running
-        stream for all of their prefills at once."""
+        """Admit waiting chunks into free slots (as many as the load shedder allows) for up to
+        ADMIT_SECONDS_PER_TURN (at least one chunk): a burst of arrivals is spread over a few
+        steps instead of stalling every running stream for all of their prefills at once."""
         started = time.perf_counter()
         try:
             self._admit_until(started + ADMIT_SECONDS_PER_TURN)
@@ -271,7 +280,7 @@ class StepLoop:
             self.stats.seconds["admit"] += time.perf_counter() - started
 
     def _admit_until(self, deadline: float) -> None:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and len(self._active) < self.shedder.limit():
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
                 job = self._queue.pick(dict(held))
@@ -300,6 +309,9 @@ class StepLoop:
         try:
             self.engine.step([chunk.slot for chunk in chunks if chunk.slot is not None])
         except Exception as exc:
+            if is_out_of_memory(exc):
+                self._out_of_memory(chunks, exc)
+                return
             log.exception("engine step failed")
             for job in {chunk.job for chunk in chunks}:
                 self._fail(job, exc)
@@ -319,6 +331,24 @@ class StepLoop:
                 self.on_step(len(chunks), time.perf_counter() - started)
             except Exception:
                 log.exception("on_step callback failed")
+
+    def _out_of_memory(self, chunks: list[Chunk], error: Exception) -> None:
+        """A step ran out of memory: allow fewer slots, and put the step's chunks back in the
+        queue to start over, unless a chunk's audio has reached its consumer already (it
+        cannot be unsent) or it ran alone (fewer slots cannot help): those jobs fail."""
+        self.stats.out_of_memory += 1
+        limit = self.shedder.shed(len(chunks))
+        log.warning("a step of %d slots ran out of memory; now at most %d", len(chunks), limit)
+        for chunk in chunks:
+            self._release(chunk, CANCELLED)
+        for chunk in chunks:
+            job = chunk.job
+            if job.future.done():
+                continue
+            if len(chunks) > 1 and chunk.sent == 0:
+                job.requeue(chunk)
+            else:
+                self._fail(job, OutOfMemory(error))
 
     def _decode_due(self, chunks: list[Chunk]) -> None:
         """Decode the audio that became due in this step, one decoder call per model for all
@@ -398,6 +428,8 @@ class StepLoop:
             log.critical("the accelerator failed; refusing work until restarted", exc_info=error)
             self.fatal_error = error
             error = ModelUnavailable(_FATAL)
+        elif is_out_of_memory(error) and not isinstance(error, OutOfMemory):
+            error = OutOfMemory(error)
         if not isinstance(error, EngineError):
             log.error("engine work failed", exc_info=error)
         for chunk in job.running():
