@@ -9,7 +9,7 @@ host-built tensor, and its shapes depend on (n, span) alone. For each row:
 2. the frame (token + codes) goes to `out`, the sum of its 16 embeddings plus the next text
    embedding (or the pad embedding once the text is used up) is the talker's next input;
 3. one talker token per row: fused projections and MLP batched, RoPE from a table gathered by
-   position, K/V scattered into the row's slab at its length, and one attention call for all
+   position, K/V put into the row's slab at its length, and one attention call for all
    rows over the first `span` positions with a per-row length mask (the query heads of a K/V
    head ride in the query-length axis: GQA without repeating K/V);
 4. the talker's choice through HF's rules, then `out`'s finish flag: 2 when the row's frames
@@ -54,9 +54,8 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     embeddings = lane.predictor.get_input_embeddings()
     parts = [last] + [embeddings[g](chosen[:, g : g + 1]) for g in range(lane.groups - 1)]
     e = torch.cat(parts, dim=1).sum(1, keepdim=True)
-    hidden = table.text.shape[2]
-    at = count.clamp(max=TEXT_CAPACITY - 1).view(n, 1, 1).expand(n, 1, hidden)
-    text = table.text[:n].gather(1, at)
+    rows = torch.arange(n, device=count.device)
+    text = table.text[rows, count.clamp(max=TEXT_CAPACITY - 1)].unsqueeze(1)
     in_text = (count < table.text_length[:n]).view(n, 1, 1)
     e = e + torch.where(in_text, text, table.pad[:n].unsqueeze(1))
 
@@ -68,7 +67,7 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     mask = visible.view(n, 1, 1, span)
     h = e
     for layer, (keys, values) in zip(lane.talker_layers, table.kv, strict=True):
-        h = layer.step_rows(h, cos, sin, keys[:n], values[:n], position, mask)
+        h = layer.step_rows(h, cos, sin, keys[:n], values[:n], (rows, position), mask)
     h = lane.talker.model.norm(h)
     logits = lane.codec_head(h)[:, -1, :].to(dtype=torch.float32)
     if table.logits is not None:
@@ -90,7 +89,7 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     table.length[:n] = position + 1
     table.count[:n] = made
     table.token[:n] = nxt
-    table.seen[:n].scatter_(1, nxt.unsqueeze(1), True)
+    table.seen[rows, nxt] = True
 
 
 def first_token(lane: Any, table: SlotTable, row: int, logits: torch.Tensor) -> None:

@@ -142,19 +142,21 @@ class DecoderLayer:
         sin: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        positions: torch.Tensor,
+        at: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """One token per row (h: (B, 1, H)); row i's K/V go to keys/values[i] (B, kv_heads,
-        capacity, d) at positions[i], and it attends over the first `span` positions where
-        mask (B, 1, 1, span) is true. The query heads that share a K/V head are laid along the
-        query-length axis, so one attention call serves GQA without repeating K/V."""
+        capacity, d) at position at[1][i] (at = (row indices, positions)), and it attends over
+        the first `span` positions where mask (B, 1, 1, span) is true. The query heads that
+        share a K/V head are laid along the query-length axis, so one attention call serves GQA
+        without repeating K/V. The K/V write is an indexed put: a scatter_ with an expanded
+        index copies the whole slab on CPU (135 ms against 0.02 ms for 8 rows at 0.6B)."""
         q, k, v = self.qkv_heads(h, cos, sin)
         batch, heads, _, dim = q.shape
         kv_heads = keys.shape[1]
-        at = positions.view(batch, 1, 1, 1).expand(batch, kv_heads, 1, dim)
-        keys.scatter_(2, at, k)
-        values.scatter_(2, at, v)
+        rows, positions = at
+        keys[rows, :, positions] = k[:, :, 0, :]
+        values[rows, :, positions] = v[:, :, 0, :]
         span = mask.shape[-1]
         attn = F.scaled_dot_product_attention(
             q.reshape(batch, kv_heads, heads // kv_heads, dim),
