@@ -165,6 +165,7 @@ def test_a_short_request_runs_beside_a_batch_that_fills_every_slot(
     solo = engine.admit(batch[0], GREEDY, 12)
     while not solo.done:
         engine.step([solo])
+    engine.release(solo)
     assert solo.count >= 8  # precondition: each batch chunk takes several steps
     scheduler = make_scheduler(slots=2, reserve=1)
 
@@ -208,6 +209,7 @@ def runaway_item(engine: StepEngine, voice_prompts: dict[str, bytes]) -> SynthIt
     slot = engine.admit(item, GREEDY, budget)
     while not slot.done:
         engine.step([slot])
+    engine.release(slot)
     assert slot.finish == LENGTH  # precondition of the runaway tests
     return item
 
@@ -254,6 +256,7 @@ def test_a_runaway_retry_with_a_new_seed_can_succeed(
         slot = engine.admit(item, Sampling(), budget, seed=seed)
         while not slot.done:
             engine.step([slot])
+        engine.release(slot)
         outcome.setdefault(slot.finish or "", seed)
         if len(outcome) == 2:
             break

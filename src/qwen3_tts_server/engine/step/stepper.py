@@ -296,26 +296,30 @@ class StepEngine:
             output_hidden_states=False,
         )
         row = table.take()
-        for (keys, values), layer in zip(table.kv, cache.layers, strict=True):
-            assert layer.keys is not None and layer.values is not None
-            keys[row, :, :length] = layer.keys[0]
-            values[row, :, :length] = layer.values[0]
-        seed = random_seed() if seed is None else seed
-        text = prompt.trailing.shape[1]
-        table.hidden[row] = out.past_hidden[0, -1]
-        table.length[row] = length
-        table.rope_delta[row] = talker.rope_deltas.reshape(-1)[0]
-        table.count[row] = 0
-        table.budget[row] = budget
-        table.text[row, :text] = prompt.trailing[0]
-        table.text_length[row] = text
-        table.pad[row] = prompt.pad[0, 0]
-        table.eos[row] = prompt.eos
-        table.seen[row] = False
-        table.suppress[row] = False
-        table.suppress[row, list(prompt.suppress)] = True
-        table.set_sampling(row, sampling, seed)
-        first_token(lane, table, row, out.logits[:, -1, :].to(dtype=torch.float32))
+        try:
+            for (keys, values), layer in zip(table.kv, cache.layers, strict=True):
+                assert layer.keys is not None and layer.values is not None
+                keys[row, :, :length] = layer.keys[0]
+                values[row, :, :length] = layer.values[0]
+            seed = random_seed() if seed is None else seed
+            text = prompt.trailing.shape[1]
+            table.hidden[row] = out.past_hidden[0, -1]
+            table.length[row] = length
+            table.rope_delta[row] = talker.rope_deltas.reshape(-1)[0]
+            table.count[row] = 0
+            table.budget[row] = budget
+            table.text[row, :text] = prompt.trailing[0]
+            table.text_length[row] = text
+            table.pad[row] = prompt.pad[0, 0]
+            table.eos[row] = prompt.eos
+            table.seen[row] = False
+            table.suppress[row] = False
+            table.suppress[row, list(prompt.suppress)] = True
+            table.set_sampling(row, sampling, seed)
+            first_token(lane, table, row, out.logits[:, -1, :].to(dtype=torch.float32))
+        except BaseException:
+            table.give_back(row)  # nothing of a failed admission stays held
+            raise
         return Slot(
             lane=lane,
             row=row,
