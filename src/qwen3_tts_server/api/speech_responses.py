@@ -8,16 +8,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from qwen3_tts_server.api.openai_errors import openai_error_body
 from qwen3_tts_server.context import AppContext
 from qwen3_tts_server.services.speech import SpeechRequest
 from qwen3_tts_server.services.streaming import STREAMABLE_FORMATS, SpeechStream
+from qwen3_tts_server.services.synthesis import Speech
+from qwen3_tts_server.values import Word
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +34,43 @@ async def speech_response(
         return _StreamedSpeech(context, await context.streaming.open(user_id, text, request))
     speech = await context.synthesis.tts(user_id, text, request)
     _count(context, speech.tokens_used, speech.duration_s)
-    return Response(
-        speech.data,
-        media_type=speech.media_type,
-        headers={
-            **_headers(speech.extension, speech.generation_id, speech.tokens_used),
-            "X-Latency-Ms": str(speech.timing.model_ms),
-            "X-Queue-Ms": str(speech.timing.queue_ms),
-            "X-Sample-Rate": str(speech.sample_rate),
-            "X-Finish-Reason": str(speech.finish_reason),
-        },
-    )
+    return Response(speech.data, media_type=speech.media_type, headers=_whole_headers(speech))
+
+
+def _whole_headers(speech: Speech) -> dict[str, str]:
+    return {
+        **_headers(speech.extension, speech.generation_id, speech.tokens_used),
+        "X-Latency-Ms": str(speech.timing.model_ms),
+        "X-Queue-Ms": str(speech.timing.queue_ms),
+        "X-Sample-Rate": str(speech.sample_rate),
+        "X-Finish-Reason": str(speech.finish_reason),
+    }
+
+
+def _words(words: Sequence[Word]) -> list[dict[str, object]]:
+    return [word.as_dict() for word in words]
+
+
+async def timed_speech_response(
+    context: AppContext, user_id: int, text: str, request: SpeechRequest
+) -> Response:
+    """One text and its words as JSON (/tts/timestamps), with /tts's headers and the
+    aligner's time in X-Align-Ms."""
+    speech = await context.synthesis.tts(user_id, text, request, timestamps=True)
+    _count(context, speech.tokens_used, speech.duration_s)
+    assert speech.words is not None
+    body = {
+        "audio_base64": base64.b64encode(speech.data).decode(),
+        "format": request.format.strip().lower(),
+        "sample_rate": speech.sample_rate,
+        "duration_s": round(speech.duration_s, 3),
+        "words": _words(speech.words),
+        "generation_id": speech.generation_id,
+        "tokens_used": speech.tokens_used,
+    }
+    headers = _whole_headers(speech) | {"X-Align-Ms": str(speech.align_ms)}
+    del headers["Content-Disposition"]
+    return JSONResponse(body, headers=headers)
 
 
 def _headers(extension: str, generation_id: int, tokens_used: int) -> dict[str, str]:
@@ -101,6 +129,54 @@ class _StreamedSpeech(StreamingResponse):
             await self._stream.close()
         if self._stream.charge is not None:
             _count(self._context, *self._stream.charge)
+
+
+# -- NDJSON (/tts/timestamps with stream: true) -------------------------------------------------
+_NDJSON = "application/x-ndjson"
+
+
+def _line(payload: dict[str, object]) -> bytes:
+    return json.dumps(payload).encode() + b"\n"
+
+
+async def timed_stream_response(
+    context: AppContext, user_id: int, text: str, request: SpeechRequest
+) -> Response:
+    """Streamed /tts/timestamps: one NDJSON line per audio piece with the words aligned
+    since the line before, then a last line with the remaining words and the totals. A
+    failure mid-way ends the body without its last line (the stream is recorded as failed,
+    uncharged), as a streamed /tts ends without its final chunk."""
+    stream = await context.streaming.open(user_id, text, request, timestamps=True)
+
+    async def lines() -> AsyncIterator[bytes]:
+        seconds = 0.0
+        async for data, words in stream.timed_chunks():
+            if data:
+                seconds += _pcm_seconds(data, stream.sample_rate, request.format)
+                audio = base64.b64encode(data).decode()
+                yield _line({"audio_base64": audio, "words": _words(words)})
+                continue
+            yield _line(
+                {
+                    "done": True,
+                    "words": _words(words),
+                    "generation_id": stream.generation_id,
+                    "tokens_used": stream.tokens_used,
+                    "duration_s": round(seconds, 3),
+                    "sample_rate": stream.sample_rate,
+                    "format": request.format.strip().lower(),
+                    "align_ms": stream.align_ms,
+                }
+            )
+
+    return _StreamedSpeech(context, stream, lines(), _NDJSON)
+
+
+def _pcm_seconds(data: bytes, sample_rate: int, fmt: str) -> float:
+    """Seconds of s16le audio in one streamed piece (the WAV header is none)."""
+    if data.startswith(b"RIFF") and fmt.strip().lower() == "wav":
+        return 0.0
+    return len(data) / 2 / sample_rate
 
 
 # -- server-sent events (OpenAI's stream_format "sse") ----------------------------------------

@@ -28,6 +28,7 @@ from qwen3_tts_server.services.generations import GenerationLedger
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.timestamps import AlignerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Readiness:
     database_ok: bool
     model: str  # loading | ready | failed
     error: str | None
+    aligner: str = "disabled"  # disabled | loading | ready | failed
+    aligner_error: str | None = None
 
 
 class SystemService:
@@ -49,8 +52,10 @@ class SystemService:
         media: MediaLibrary,
         quotas: Quotas,
         recovery_grace: timedelta,
+        aligner: AlignerRuntime,
     ) -> None:
         self._db = db
+        self._aligner = aligner
         self._runtime = runtime
         self._ledger = ledger
         self._media = media
@@ -60,13 +65,17 @@ class SystemService:
         self._recovering: threading.Thread | None = None
 
     def readiness(self) -> Readiness:
-        """Ready when the database answers and the model is loaded and warm."""
+        """Ready when the database answers, the model is loaded and warm, and the aligner
+        (MODEL_ALIGNER_REPO) has finished loading. An aligner that failed does not hold the
+        server back: speech works, timestamp requests answer 503 with its error on /ready."""
         database_ok = ping(self._db)
         return Readiness(
-            ready=database_ok and self._runtime.ready,
+            ready=database_ok and self._runtime.ready and self._aligner.settled,
             database_ok=database_ok,
             model=self._runtime.status,
             error=self._runtime.error,
+            aligner=self._aligner.status,
+            aligner_error=self._aligner.error,
         )
 
     def start(self) -> None:
@@ -78,6 +87,7 @@ class SystemService:
             )
             self._recovering.start()
         self._runtime.start()
+        self._aligner.start()
 
     def recover(self) -> None:
         """Settle open streams, release reservations and sweep the media, all older than the
@@ -111,4 +121,5 @@ class SystemService:
         if self._recovering is not None:
             self._recovering.join()
         self._runtime.stop()
+        self._aligner.stop()
         self._db.dispose()
