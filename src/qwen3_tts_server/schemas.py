@@ -309,6 +309,12 @@ class OpenAISpeechRequest(BaseModel):
         "`speech.audio.done` (with `usage`); `pcm` and `wav` arrive piece by piece, other "
         "formats as one delta.",
     )
+    timestamps: bool = Field(
+        False,
+        description="Extension, with `stream_format: sse` (an SDK's extra body field): each "
+        "event also carries `words`, those aligned since the event before (times from the "
+        "start of the audio); OpenAI's own fields are unchanged. 503 without an aligner.",
+    )
 
 
 # -- realtime (WS /v1/audio/speech/stream) -------------------------------------------------------
@@ -328,6 +334,11 @@ class RealtimeConfig(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     temperature: float | None = Field(None, gt=0.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    timestamps: bool = Field(
+        False,
+        description="Each segment's `audio.start` event also carries `words` (times from "
+        "the start of that segment's audio); an error at config without an aligner",
+    )
 
 
 class RealtimeText(BaseModel):

@@ -244,3 +244,65 @@ def test_an_aligner_failure_fails_the_call_uncharged(
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         rows = db.execute("SELECT status, tokens_used, words FROM generations").fetchall()
     assert rows == [("error", 0, None), ("error", 0, None)]
+
+
+def _sse_events(response: Any) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "mp3"])
+def test_openai_sse_carries_words_when_asked(
+    api: TestClient, headers: dict[str, str], fmt: str
+) -> None:
+    text = "Words on the wire. And more of them!"
+    body = {"input": text, "voice": "alloy", "response_format": fmt, "stream_format": "sse"}
+    plain = _sse_events(api.post("/v1/audio/speech", headers=headers, json=body))
+    timed = _sse_events(
+        api.post("/v1/audio/speech", headers=headers, json=body | {"timestamps": True})
+    )
+    assert [event["type"] for event in timed] == [event["type"] for event in plain]
+    assert not any("words" in event for event in plain)
+    for event in timed:  # OpenAI's own fields, unchanged
+        assert set(event) - {"words"} == (
+            {"type", "audio"} if "audio" in event else {"type", "usage"}
+        )
+    words = [word for event in timed for word in event["words"]]
+    assert_words_of(text, words)
+    assert timed[-1]["usage"]["input_tokens"] == len(text)
+    refused = api.post(
+        "/v1/audio/speech",
+        headers=headers,
+        json={**body, "stream_format": None, "timestamps": True},
+    )
+    assert refused.status_code == 400 and "sse" in refused.json()["error"]["message"]
+
+
+def test_realtime_segments_carry_their_words_when_asked(
+    api: TestClient, headers: dict[str, str]
+) -> None:
+    starts = []
+    with api.websocket_connect("/v1/audio/speech/stream", headers=headers) as ws:
+        ws.send_json({"type": "session.config", "speaker": "Vivian", "timestamps": True})
+        assert ws.receive_json()["type"] == "session.created"
+        ws.send_json({"type": "input.text", "text": "First words here. Then, some more"})
+        ws.send_json({"type": "session.close"})
+        audio: dict[int, int] = {}
+        while True:
+            message = ws.receive()
+            if message.get("bytes") is not None:
+                audio[starts[-1]["segment"]] += len(message["bytes"])
+                continue
+            event = json.loads(message["text"])
+            if event["type"] == "audio.start":
+                starts.append(event)
+                audio[event["segment"]] = 0
+            if event["type"] == "session.done":
+                break
+    assert [start["text"] for start in starts] == ["First words here.", "Then, some more"]
+    for start in starts:
+        assert_words_of(start["text"], start["words"])
+        assert_well_timed(start["words"], audio[start["segment"]] / 2 / start["sample_rate"])

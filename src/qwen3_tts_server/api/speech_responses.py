@@ -184,19 +184,32 @@ def _event(payload: dict[str, object]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def _delta(audio: bytes) -> bytes:
-    return _event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
+def _timed(payload: dict[str, object], words: Sequence[Word] | None) -> dict[str, object]:
+    """An event with `words` added (timestamps asked), OpenAI's own fields untouched."""
+    return payload if words is None else payload | {"words": _words(words)}
 
 
-def _done(tokens_used: int) -> bytes:
+def _delta(audio: bytes, words: Sequence[Word] | None = None) -> bytes:
+    payload: dict[str, object] = {
+        "type": "speech.audio.delta",
+        "audio": base64.b64encode(audio).decode(),
+    }
+    return _event(_timed(payload, words))
+
+
+def _done(tokens_used: int, words: Sequence[Word] | None = None) -> bytes:
     """OpenAI's closing event. Usage counts what the call is charged: characters of the input
     (there are no separately billed audio tokens, so output_tokens is 0)."""
     usage = {"input_tokens": tokens_used, "output_tokens": 0, "total_tokens": tokens_used}
-    return _event({"type": "speech.audio.done", "usage": usage})
+    return _event(_timed({"type": "speech.audio.done", "usage": usage}, words))
 
 
 async def sse_speech_response(
-    context: AppContext, user_id: int, text: str, request: SpeechRequest
+    context: AppContext,
+    user_id: int,
+    text: str,
+    request: SpeechRequest,
+    timestamps: bool = False,
 ) -> Response:
     """One text as server-sent events: `speech.audio.delta` events with base64 audio, then
     `speech.audio.done` with usage. `pcm` and `wav` are sent piece by piece as they are made;
@@ -206,12 +219,12 @@ async def sse_speech_response(
     (recorded, free of charge) ends the events with an `error` event instead of the done one.
     """
     if request.format.strip().lower() not in STREAMABLE_FORMATS:
-        speech = await context.synthesis.tts(user_id, text, request)
+        speech = await context.synthesis.tts(user_id, text, request, timestamps)
         _count(context, speech.tokens_used, speech.duration_s)
 
         async def whole() -> AsyncIterator[bytes]:
-            yield _delta(speech.data)
-            yield _done(speech.tokens_used)
+            yield _delta(speech.data, speech.words)
+            yield _done(speech.tokens_used, None if speech.words is None else [])
 
         return StreamingResponse(
             whole(),
@@ -223,16 +236,20 @@ async def sse_speech_response(
                 "X-Sample-Rate": str(speech.sample_rate),
             },
         )
-    stream = await context.streaming.open(user_id, text, request)
+    stream = await context.streaming.open(user_id, text, request, timestamps)
 
     async def events() -> AsyncIterator[bytes]:
+        last: list[Word] | None = [] if timestamps else None
         try:
-            async for chunk in stream.chunks():
-                yield _delta(chunk)
+            async for chunk, words in stream.timed_chunks():
+                if chunk:
+                    yield _delta(chunk, words if timestamps else None)
+                else:
+                    last = words
         except Exception as error:  # already recorded as failed by the stream
             message = f"Synthesis failed after part of the audio was sent: {error}"
             yield _event({"type": "error", "error": openai_error_body(500, message)["error"]})
             return
-        yield _done(stream.tokens_used)
+        yield _done(stream.tokens_used, last)
 
     return _StreamedSpeech(context, stream, events(), _SSE)

@@ -133,13 +133,33 @@ def place(words: Sequence[Word], offset: float, speed: float, duration_s: float)
 
 
 def place_text(
-    per_chunk: Sequence[Sequence[Word]], parts: Sequence[Audio], speed: float, duration_s: float
+    per_chunk: Sequence[Sequence[Word]],
+    parts: Sequence[Audio],
+    speed: float,
+    duration_s: float,
+    lead_s: float = 0.0,
 ) -> list[Word]:
-    """A whole text's words in its joined audio, from each chunk's own words."""
+    """A whole text's words in its joined audio, from each chunk's own words (`lead_s`: the
+    audio starts with that much silence, a realtime segment's pause)."""
     placed: list[Word] = []
     for index, words in enumerate(per_chunk):
-        placed.extend(place(words, chunk_offset(parts[:index]), speed, duration_s))
+        offset = lead_s + chunk_offset(parts[:index])
+        placed.extend(place(words, offset, speed, duration_s))
     return placed
+
+
+async def align_text(
+    worker: AlignerWorker,
+    texts: Sequence[str],
+    parts: Sequence[Audio],
+    language: str,
+    speed: float,
+    duration_s: float,
+    lead_s: float = 0.0,
+) -> tuple[list[Word], float]:
+    """One text's words in its joined audio (see `place_text`), and the aligner's seconds."""
+    aligned = await worker.align(passages(texts, parts, language))
+    return place_text(aligned.words, parts, speed, duration_s, lead_s), aligned.seconds
 
 
 class ChunkTimer:
