@@ -119,9 +119,13 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
-    def start(load_engine: EngineLoader = no_model, **overrides: Any) -> LiveServer:
+    def start(
+        load_engine: EngineLoader = no_model,
+        load_aligner: AlignerLoader | None = None,
+        **overrides: Any,
+    ) -> LiveServer:
         settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        return LiveServer(create_app(settings, load_engine), settings)
+        return LiveServer(create_app(settings, load_engine, load_aligner), settings)
 
     return start
 

@@ -8,20 +8,28 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 import srt
 import webvtt
 from fastapi.testclient import TestClient
-from support import AppFactory, new_user_key
+from support import AppFactory, make_settings, new_user_key
 
+from conftest import LiveServer
 from qwen3_tts_server.aligner.model import ForcedAligner
+from qwen3_tts_server.app import create_app
 from qwen3_tts_server.engine.base import Engine
 
 TEXT = "Hello, world! It's a fine day — isn't it? \"Yes,\" she said. The end."
@@ -306,3 +314,73 @@ def test_realtime_segments_carry_their_words_when_asked(
     for start in starts:
         assert_words_of(start["text"], start["words"])
         assert_well_timed(start["words"], audio[start["segment"]] / 2 / start["sample_rate"])
+
+
+def test_ready_waits_for_the_aligner_but_not_for_a_broken_one(
+    make_client: AppFactory, engine: Engine, aligner: ForcedAligner, tmp_path: Path
+) -> None:
+    release = threading.Event()
+
+    def slow() -> ForcedAligner:
+        release.wait(60)
+        return aligner
+
+    settings = make_settings(tmp_path / "slow")
+    with TestClient(create_app(settings, lambda: engine, slow)) as client:
+        client.app.state.context.runtime.wait()  # type: ignore[attr-defined]
+        loading = client.get("/ready")
+        _, headers = new_user_key(client)
+        early = _speak(client, headers)
+        release.set()
+        client.app.state.context.synthesis.aligner.wait()  # type: ignore[attr-defined]
+        ready = client.get("/ready")
+    assert loading.status_code == 503 and loading.json()["aligner"] == "loading"
+    assert early.status_code == 503 and "still loading" in early.json()["detail"]
+    assert ready.status_code == 200 and ready.json()["aligner"] == "ready"
+
+    def broken() -> ForcedAligner:
+        raise FileNotFoundError("no model.safetensors in /models/aligner")
+
+    api = make_client(load_engine=lambda: engine, load_aligner=broken)
+    status = api.get("/ready")
+    assert status.status_code == 200
+    assert status.json()["aligner"] == "failed"
+    assert "model.safetensors" in status.json()["aligner_error"]
+    _, headers = new_user_key(api)
+    refused = _speak(api, headers)
+    assert refused.status_code == 503 and "failed to load" in refused.json()["detail"]
+
+
+def _readme_captions_client() -> str:
+    """The README's captions client, verbatim: the python block after `captions.py`."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    after = readme[readme.index("`captions.py`") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_the_readme_captions_client_writes_an_srt(
+    live_server: Callable[..., LiveServer], engine: Engine, aligner: ForcedAligner, tmp_path: Path
+) -> None:
+    script = tmp_path / "captions.py"
+    script.write_text(_readme_captions_client(), encoding="utf-8")
+    with live_server(load_engine=lambda: engine, load_aligner=lambda: aligner) as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            _, headers = new_user_key(http)
+            key = headers["Authorization"].removeprefix("Bearer ")
+            result = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=tmp_path,
+                env={**os.environ, "BASE": server.url, "API_KEY": key, "SPEAKER": "Vivian"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+    assert result.returncode == 0, result.stdout + result.stderr
+    subtitles = list(srt.parse((tmp_path / "speech.srt").read_text(encoding="utf-8")))
+    text = "Captions in three lines of Python. Every word has its time!"
+    assert " ".join(cue.content for cue in subtitles) == text
+    assert len(result.stdout.splitlines()) == len(english_words(text))
+    assert sf.info(str(tmp_path / "speech.wav")).frames > 0

@@ -102,6 +102,10 @@ class ForcedAligner:
         log.info("loaded aligner %s in %.1f s", path, time.perf_counter() - started)
         return cls(wrapped, Path(path).name, resolved)
 
+    @property
+    def parameter_count(self) -> int:
+        return sum(parameter.numel() for parameter in self._wrapped.model.parameters())
+
     def align(self, passages: Sequence[Passage]) -> list[list[Word]]:
         """Each passage's words, in order, times in seconds from the start of its own audio."""
         results: list[list[Word]] = [[] for _ in passages]

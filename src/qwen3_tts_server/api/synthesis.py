@@ -86,7 +86,13 @@ async def tts_timestamps(body: TTSRequest, caller: CurrentUser, context: Context
     the words aligned since the line before (each sentence's words once its audio is
     complete; times from the start of the whole audio), then a last line with the totals:
     `{"done": true, "words": [...], "generation_id", "tokens_used", "duration_s",
-    "sample_rate", "format"}`."""
+    "sample_rate", "format", "align_ms"}`.
+
+    ```bash
+    curl -sS -X POST "$BASE/tts/timestamps" -H "Authorization: Bearer $API_KEY" \\
+      -H "Content-Type: application/json" \\
+      -d '{"text": "Hello, world!", "speaker": "Ryan", "language": "English", "store": true}'
+    ```"""
     text = body.payload
     if isinstance(text, list):
         raise BadRequest("/tts/timestamps expects a single text string, not a list")
@@ -180,7 +186,19 @@ def get_captions(
     """Captions of a generation made with timestamps and `store: true` (/tts/timestamps, or a
     /batchtts item with `timestamps: true`): WebVTT, SubRip, or the words as JSON. Cues end
     at a sentence's end, before 42 characters or before 6 seconds. 404 for another user's or
-    an unstored generation, and for one made without timestamps."""
+    an unstored generation, and for one made without timestamps.
+
+    ```python
+    import json, os, urllib.request
+    base, key = os.environ["BASE"], os.environ["API_KEY"]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = {"text": "Hello, world!", "speaker": "Ryan", "store": True}
+    request = urllib.request.Request(f"{base}/tts/timestamps", json.dumps(body).encode(), headers)
+    spoken = json.load(urllib.request.urlopen(request))
+    url = f"{base}/getstored/{spoken['generation_id']}/captions?format=srt"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as response:
+        open("speech.srt", "wb").write(response.read())
+    ```"""
     captions = context.synthesis.stored_captions(caller.user_id, generation_id, format)
     filename = f"{captions.generation_id}.{captions.extension}"
     return Response(
