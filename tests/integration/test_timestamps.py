@@ -207,6 +207,11 @@ def test_without_an_aligner_timestamps_answer_503_and_charge_nothing(
         response = api.post(path, headers=headers, json=body)
         assert response.status_code == 503, response.text
         assert "MODEL_ALIGNER_REPO" in response.json()["detail"]
+    with api.websocket_connect("/v1/audio/speech/stream", headers=headers) as ws:
+        ws.send_json({"type": "session.config", "speaker": "Vivian", "timestamps": True})
+        error = ws.receive_json()
+    assert error["type"] == "error" and error["error"]["status"] == 503
+    assert "MODEL_ALIGNER_REPO" in error["error"]["message"]
     assert _usage(api, headers) == 0
     with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM generations").fetchone() == (0,)
