@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from qwen3_tts_server.aligner.captions import cues, to_srt, to_vtt
 from qwen3_tts_server.aligner.words import Unit, words_from_json, words_of, words_to_json
-from qwen3_tts_server.values import Word
+from qwen3_tts_server.services.timestamps import place_text
+from qwen3_tts_server.values import Audio, Word
 
 
 def _units(*texts: str, step: float = 0.5) -> list[Unit]:
@@ -76,3 +78,13 @@ def test_cjk_cues_join_without_spaces() -> None:
 def test_clock_formats(render: object, clock: str) -> None:
     assert callable(render)
     assert clock in render([Word("Hi.", 62.345, 3600.0)])
+
+
+def test_chunk_words_are_placed_after_the_chunks_and_pauses_before_them() -> None:
+    rate = 24000
+    parts = [Audio(np.zeros(rate, np.float32), rate), Audio(np.zeros(2 * rate, np.float32), rate)]
+    per_chunk = [[Word("One.", 0.1, 0.5)], [Word("Two", 0.0, 0.4), Word("three.", 0.5, 1.9)]]
+    placed = place_text(per_chunk, parts, speed=1.0, duration_s=3.12)
+    assert [(w.start, w.end) for w in placed] == [(0.1, 0.5), (1.12, 1.52), (1.62, 3.02)]
+    faster = place_text(per_chunk, parts, speed=2.0, duration_s=1.56, lead_s=0.12)
+    assert [(w.start, w.end) for w in faster] == [(0.11, 0.31), (0.62, 0.82), (0.87, 1.56)]
