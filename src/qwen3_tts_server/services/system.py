@@ -87,7 +87,7 @@ class SystemService:
             )
             self._recovering.start()
         self._runtime.start()
-        self._aligner.start()
+        self._aligner.start(after=self._runtime.wait)
 
     def recover(self) -> None:
         """Settle open streams, release reservations and sweep the media, all older than the

@@ -48,15 +48,21 @@ class AlignerRuntime:
         self._error: str | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, after: Callable[[], object] = lambda: None) -> None:
+        """Load in the background once `after()` returns: transformers' loading patches
+        torch globally (weights start on the meta device), so two models must never load at
+        the same time; the speech model goes first."""
         if self._load_aligner is None:
             return
-        self._thread = threading.Thread(target=self._load, name="aligner-loader", daemon=True)
+        self._thread = threading.Thread(
+            target=self._load, args=(after,), name="aligner-loader", daemon=True
+        )
         self._thread.start()
 
-    def _load(self) -> None:
+    def _load(self, after: Callable[[], object]) -> None:
         assert self._load_aligner is not None
         try:
+            after()
             worker = AlignerWorker(self._load_aligner())
             worker.warm_up()
             worker.start()
