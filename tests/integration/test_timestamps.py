@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -389,3 +390,23 @@ def test_the_readme_captions_client_writes_an_srt(
     assert " ".join(cue.content for cue in subtitles) == text
     assert len(result.stdout.splitlines()) == len(english_words(text))
     assert sf.info(str(tmp_path / "speech.wav")).frames > 0
+
+
+def test_the_aligner_loads_only_once_the_speech_model_has(
+    make_client: AppFactory, engine: Engine, aligner: ForcedAligner
+) -> None:
+    """transformers' loading patches torch globally: two models loading at once break both."""
+    events: list[str] = []
+
+    def load_engine() -> Engine:
+        events.append("engine loading")
+        time.sleep(1.0)
+        events.append("engine loaded")
+        return engine
+
+    def load_aligner() -> ForcedAligner:
+        events.append("aligner loading")
+        return aligner
+
+    make_client(load_engine=load_engine, load_aligner=load_aligner)
+    assert events == ["engine loading", "engine loaded", "aligner loading"]
