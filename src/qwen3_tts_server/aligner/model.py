@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from qwen3_tts_server.aligner.compat import import_qwen_asr
 from qwen3_tts_server.aligner.files import is_complete_aligner_dir
 from qwen3_tts_server.aligner.words import Unit, words_of
 from qwen3_tts_server.audio.resample import resample
@@ -91,11 +92,10 @@ class ForcedAligner:
         """Load from a local directory (no network): on CUDA when asked or available."""
         if not is_complete_aligner_dir(Path(path)):
             raise ModelsMissing(f"{path} is not a complete aligner directory")
-        from qwen_asr import Qwen3ForcedAligner
-
+        qwen_asr = import_qwen_asr()
         resolved = _pick_device(device)
         started = time.perf_counter()
-        wrapped = Qwen3ForcedAligner.from_pretrained(
+        wrapped = qwen_asr.Qwen3ForcedAligner.from_pretrained(
             str(path), dtype=_pick_dtype(dtype, resolved), device_map=resolved
         )
         wrapped.model.eval()

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from qwen3_tts_server.aligner.compat import import_qwen_asr
 from qwen3_tts_server.aligner.files import is_complete_aligner_dir
 from qwen3_tts_server.engine.tiny_text import build_text_tokenizer
 
@@ -144,6 +145,7 @@ def _built_config(path: Path) -> dict[str, Any] | None:
 
 
 def _write(out: Path, seed: int, dims: AlignerDims) -> None:
+    import_qwen_asr()  # the package first, with the floating-point environment kept
     from qwen_asr.core.transformers_backend import (
         Qwen3ASRConfig,
         Qwen3ASRForConditionalGeneration,
