@@ -14,6 +14,7 @@ FROM ${BASE_IMAGE}
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG QWEN_TTS_VERSION=0.1.1
+ARG QWEN_ASR_VERSION=0.0.6
 # Optional extras of the project to install ("postgres" brings the PostgreSQL driver).
 ARG EXTRAS=postgres
 ARG INSTALL_FLASH_ATTN=0
@@ -36,11 +37,12 @@ WORKDIR /app
 RUN python -c "import torch" 2>/dev/null \
     || pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
-# 2. qwen-tts WITHOUT its declared dependencies (gradio, a CUDA torchaudio, sox, onnxruntime: none
-#    is used by the 12 Hz models), then the project's own pinned dependencies. Only pyproject.toml
+# 2. qwen-tts and qwen-asr (the forced aligner) WITHOUT their declared dependencies (gradio, a CUDA
+#    torchaudio, sox, onnxruntime, flask: none is used by the 12 Hz models or the aligner), then
+#    the project's own pinned dependencies. Only pyproject.toml
 #    is copied here, so editing the source does not reinstall the dependencies.
 COPY pyproject.toml ./
-RUN pip install --no-deps "qwen-tts==${QWEN_TTS_VERSION}" \
+RUN pip install --no-deps "qwen-tts==${QWEN_TTS_VERSION}" "qwen-asr==${QWEN_ASR_VERSION}" \
     && python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 extras = [e.strip() for e in sys.argv[1].split(",") if e.strip()]; \
 print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' \

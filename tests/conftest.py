@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qwen3_tts_server.aligner.model import ForcedAligner
+from qwen3_tts_server.aligner.tiny import make_tiny_aligner
 from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.model.tiny import make_tiny_models
 from qwen3_tts_server.engine.step import stepper
@@ -51,6 +53,13 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-models")
     make_tiny_models(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def aligner(tiny_models_dir: Path) -> ForcedAligner:
+    """The tiny Qwen3-ForcedAligner (real qwen-asr code, random weights) on the CPU. Not
+    thread-safe: one app at a time (an app runs it on its own aligner thread)."""
+    return ForcedAligner.load(make_tiny_aligner(tiny_models_dir / "aligner"), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from qwen3_tts_server.api.limits import BodySizeLimit
 from qwen3_tts_server.api.openai_errors import is_openai_path, openai_error
 from qwen3_tts_server.api.openai_errors import validation_error as openai_validation_error
 from qwen3_tts_server.api.uploads import MULTIPART_OVERHEAD
-from qwen3_tts_server.composition import EngineLoader, build_context
+from qwen3_tts_server.composition import AlignerLoader, EngineLoader, build_context
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import RequestObservability
@@ -54,6 +54,7 @@ EXPOSED_HEADERS = [
     "X-Sample-Rate",
     "X-First-Audio-Ms",
     "X-Finish-Reason",
+    "X-Align-Ms",
     "X-Request-Id",
     "Retry-After",
 ]
@@ -137,9 +138,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
-def create_app(settings: Settings, load_engine: EngineLoader) -> FastAPI:
-    """Build the app. The model loads in the background once the app starts serving."""
-    context = build_context(settings, load_engine)
+def create_app(
+    settings: Settings, load_engine: EngineLoader, load_aligner: AlignerLoader | None = None
+) -> FastAPI:
+    """Build the app. The model (and the aligner, when given) loads in the background once
+    the app starts serving."""
+    context = build_context(settings, load_engine, load_aligner=load_aligner)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -58,14 +58,16 @@ def _run(settings: Settings) -> None:
     from qwen3_tts_server.engine.base import ModelsMissing
     from qwen3_tts_server.http_server import server_config
     from qwen3_tts_server.observability import configure_logging
-    from qwen3_tts_server.wiring import engine_loader
+    from qwen3_tts_server.wiring import aligner_loader, engine_loader
 
     configure_logging(settings.log_level, settings.log_json)
     try:
         loader = engine_loader(settings)
+        load_aligner = aligner_loader(settings)
     except ModelsMissing as missing:
         _fail(str(missing), code=3)
-    uvicorn.Server(server_config(create_app(settings, loader), settings)).run()
+    app = create_app(settings, loader, load_aligner)
+    uvicorn.Server(server_config(app, settings)).run()
 
 
 @app.command()
@@ -205,14 +207,16 @@ def revoke_key(user_id: int, key_id: int) -> None:
 def models_download() -> None:
     """Download the configured models (MODEL_*_REPO) into MODELS_DIR if missing."""
     from qwen3_tts_server.engine.base import ModelsMissing
-    from qwen3_tts_server.wiring import resolve_paths
+    from qwen3_tts_server.wiring import resolve_aligner, resolve_paths
 
     settings = _settings()
     try:
         paths = resolve_paths(settings)
+        aligner = resolve_aligner(settings)
     except ModelsMissing as missing:
         _fail(str(missing), code=3)
-    _print_json({name: str(path) if path else None for name, path in vars(paths).items()})
+    found = {name: str(path) if path else None for name, path in vars(paths).items()}
+    _print_json(found | {"aligner": str(aligner) if aligner else None})
 
 
 @models_app.command("make-tiny")
@@ -227,19 +231,23 @@ def make_tiny(
         ),
     ] = "tiny",
 ) -> None:
-    """Build random models with the real architecture (offline tests, demo, benchmarks)."""
+    """Build random models with the real architecture (offline tests, demo, benchmarks): the
+    speech models and the forced aligner (DIR/aligner)."""
+    from qwen3_tts_server.aligner.tiny import make_tiny_aligner
     from qwen3_tts_server.engine.model.dims import PRESETS
     from qwen3_tts_server.engine.model.tiny import make_tiny_models
 
     if dims not in PRESETS:
         _fail(f"--dims must be one of {', '.join(sorted(PRESETS))}, got {dims!r}", code=2)
     make_tiny_models(out_dir, seed=seed, dims=dims)
+    make_tiny_aligner(out_dir / "aligner", seed=seed, dims=dims)
     _print_json({"models": sorted(str(p) for p in out_dir.iterdir() if p.is_dir())})
 
 
 @models_app.command("list")
 def models_list() -> None:
     """Show which configured models are present in MODELS_DIR."""
+    from qwen3_tts_server.aligner.files import is_complete_aligner_dir
     from qwen3_tts_server.engine.model.model_files import is_complete_model_dir
     from qwen3_tts_server.wiring import model_dirs
 
@@ -250,7 +258,9 @@ def models_list() -> None:
                 "repo": repo,
                 "path": str(path),
                 # The server's rule (configs and weights), so an interrupted download is absent.
-                "present": is_complete_model_dir(path),
+                "present": (
+                    is_complete_aligner_dir if name == "aligner" else is_complete_model_dir
+                )(path),
             }
             for name, (repo, path) in model_dirs(settings).items()
         }

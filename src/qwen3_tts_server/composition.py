@@ -32,6 +32,7 @@ from qwen3_tts_server.services.speech import SpeechChecks
 from qwen3_tts_server.services.streaming import StreamingService
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.system import SystemService
+from qwen3_tts_server.services.timestamps import AlignerLoader, AlignerRuntime
 from qwen3_tts_server.services.usage import UsageService
 from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.storage.blobs import BlobStore
@@ -45,9 +46,13 @@ def no_engine() -> Engine:
 
 
 def build_context(
-    settings: Settings, load_engine: EngineLoader = no_engine, metrics: Metrics | None = None
+    settings: Settings,
+    load_engine: EngineLoader = no_engine,
+    metrics: Metrics | None = None,
+    load_aligner: AlignerLoader | None = None,
 ) -> AppContext:
-    """Resolve secrets, migrate the database and build the services (no model loading yet)."""
+    """Resolve secrets, migrate the database and build the services (no model loading yet).
+    Without `load_aligner` the server runs without word timestamps (their requests: 503)."""
     settings = resolve_secrets(settings)
     assert settings.admin_token is not None and settings.hmac_secret is not None
     metrics = metrics or Metrics()
@@ -68,6 +73,7 @@ def build_context(
         )
 
     runtime = ModelRuntime(load_engine, make_scheduler)
+    aligner = AlignerRuntime(load_aligner)
     metrics.watch_runtime(runtime)
     media = MediaLibrary(sessions, BlobStore(settings.resolved_media_dir / "blobs"))
     policy = DiscountPolicy.from_settings(settings)
@@ -87,12 +93,15 @@ def build_context(
         policy,
         settings.chunk_max_chars,
         speakers,
+        aligner,
     )
     recovery_grace = timedelta(seconds=settings.resolved_recovery_grace_s)
     return AppContext(
         settings=settings,
         admin_token=settings.admin_token.get_secret_value(),
-        system=SystemService(db, runtime, ledger, media, quotas, lease, deferred, recovery_grace),
+        system=SystemService(
+            db, runtime, ledger, media, quotas, lease, deferred, recovery_grace, aligner
+        ),
         runtime=runtime,
         accounts=AccountService(sessions, settings.hmac_secret.get_secret_value()),
         usage=UsageService(sessions),

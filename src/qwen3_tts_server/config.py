@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 #: original server's hard-coded directory names.
 DEFAULT_BASE_REPO = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 DEFAULT_VOICEDESIGN_REPO = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+DEFAULT_ALIGNER_REPO = "Qwen/Qwen3-ForcedAligner-0.6B"
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     model_base_repo: str = DEFAULT_BASE_REPO
     model_voicedesign_repo: str = DEFAULT_VOICEDESIGN_REPO
     model_custom_repo: str = ""
+    #: Word timestamps (POST /tts/timestamps, captions): Qwen3-ForcedAligner; empty disables.
+    model_aligner_repo: str = DEFAULT_ALIGNER_REPO
     hf_token: SecretStr | None = None
     allow_download: bool = True
     device: Literal["auto", "cuda", "cpu"] = "auto"

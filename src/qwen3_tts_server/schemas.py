@@ -61,6 +61,12 @@ class ReadyStatus(BaseModel):
     database: str = Field(examples=["ok"])
     model: str = Field(examples=["ready"], description="loading | ready | failed")
     error: str | None = None
+    aligner: str = Field(
+        "disabled",
+        examples=["ready"],
+        description="Word timestamps (MODEL_ALIGNER_REPO): disabled | loading | ready | failed",
+    )
+    aligner_error: str | None = None
 
 
 # -- admin ---------------------------------------------------------------------------------------
@@ -196,7 +202,13 @@ class TTSRequest(BaseModel):
     stream: bool = Field(
         False,
         description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
-        "The response then has no X-Latency-Ms (X-First-Audio-Ms instead).",
+        "The response then has no X-Latency-Ms (X-First-Audio-Ms instead). On "
+        "/tts/timestamps: NDJSON lines of audio and words as they are made.",
+    )
+    timestamps: bool = Field(
+        False,
+        description="/batchtts only: add a WebVTT file per item (`0.vtt`, ...) and each item's "
+        "`words` to the manifest (for one text, use POST /tts/timestamps).",
     )
 
     @model_validator(mode="after")
@@ -217,6 +229,27 @@ class TTSRequest(BaseModel):
         value = self.text if self.text is not None else self.texts
         assert value is not None
         return value
+
+
+# -- word timestamps -----------------------------------------------------------------------------
+class WordOut(BaseModel):
+    text: str = Field(
+        examples=["Hello,"],
+        description="The word as written, punctuation attached (Chinese: one character; "
+        "Japanese: one unit of the aligner's word splitter)",
+    )
+    start: float = Field(examples=[0.12], description="Seconds from the start of the audio")
+    end: float = Field(examples=[0.48], description="Seconds from the start of the audio")
+
+
+class TimedSpeechOut(BaseModel):
+    audio_base64: str = Field(description="The audio file, base64")
+    format: str = Field(examples=["wav"])
+    sample_rate: int = Field(examples=[24000])
+    duration_s: float = Field(examples=[1.84])
+    words: list[WordOut] = Field(description="One entry per word of the text, in order")
+    generation_id: int
+    tokens_used: int
 
 
 # -- preset speakers -----------------------------------------------------------------------------
@@ -276,6 +309,12 @@ class OpenAISpeechRequest(BaseModel):
         "`speech.audio.done` (with `usage`); `pcm` and `wav` arrive piece by piece, other "
         "formats as one delta.",
     )
+    timestamps: bool = Field(
+        False,
+        description="Extension, with `stream_format: sse` (an SDK's extra body field): each "
+        "event also carries `words`, those aligned since the event before (times from the "
+        "start of the audio); OpenAI's own fields are unchanged. 503 without an aligner.",
+    )
 
 
 # -- realtime (WS /v1/audio/speech/stream) -------------------------------------------------------
@@ -295,6 +334,11 @@ class RealtimeConfig(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     temperature: float | None = Field(None, gt=0.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    timestamps: bool = Field(
+        False,
+        description="Each segment's `audio.start` event also carries `words` (times from "
+        "the start of that segment's audio); an error at config without an aligner",
+    )
 
 
 class RealtimeText(BaseModel):

@@ -81,3 +81,19 @@ def format_size(n_bytes: int) -> str:
     if n_bytes >= _MIB and n_bytes % _MIB == 0:
         return f"{n_bytes // _MIB} MiB"
     return f"{n_bytes} bytes"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a text and when it is spoken: seconds from the start of the audio.
+
+    `text` is the word as written in the text, punctuation attached (for Chinese, one
+    character; for Japanese and Korean, one unit of the aligner's word splitter).
+    """
+
+    text: str
+    start: float
+    end: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"text": self.text, "start": self.start, "end": self.end}

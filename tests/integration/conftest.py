@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from postgres import local_cluster, new_database
 from support import AppFactory, make_settings, unavailable
 
-from qwen3_tts_server.app import EngineLoader, create_app
+from qwen3_tts_server.app import AlignerLoader, EngineLoader, create_app
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
 from qwen3_tts_server.engine.model.qwen import QwenEngine
@@ -51,12 +51,18 @@ def make_client(tmp_path: Path) -> Iterator[AppFactory]:
     """Build apps (each a TestClient with its lifespan running) on files under tmp_path."""
     clients: list[TestClient] = []
 
-    def factory(load_engine: EngineLoader = no_model, **overrides: Any) -> TestClient:
+    def factory(
+        load_engine: EngineLoader = no_model,
+        load_aligner: AlignerLoader | None = None,
+        **overrides: Any,
+    ) -> TestClient:
         settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        client = TestClient(create_app(settings, load_engine), raise_server_exceptions=False)
+        app = create_app(settings, load_engine, load_aligner)
+        client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         client.app.state.context.runtime.wait()
+        client.app.state.context.synthesis.aligner.wait()
         return client
 
     yield factory
@@ -113,9 +119,13 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Callable[..., LiveServer]:
-    def start(load_engine: EngineLoader = no_model, **overrides: Any) -> LiveServer:
+    def start(
+        load_engine: EngineLoader = no_model,
+        load_aligner: AlignerLoader | None = None,
+        **overrides: Any,
+    ) -> LiveServer:
         settings = make_settings(overrides.pop("data_dir", tmp_path / "data"), **overrides)
-        return LiveServer(create_app(settings, load_engine), settings)
+        return LiveServer(create_app(settings, load_engine, load_aligner), settings)
 
     return start
 

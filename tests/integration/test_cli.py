@@ -273,23 +273,25 @@ def test_make_tiny_builds_models_that_list_and_resolve(
     out = tmp_path / "tiny"
     built = cli_json("models", "make-tiny", str(out))
     variants = ("base", "custom_voice", "voice_design")
-    assert built == {"models": [str(out / name) for name in variants]}
+    assert built == {"models": [str(out / name) for name in ("aligner", *variants)]}
     for name in variants:
         assert (out / name / "config.json").is_file()
         assert (out / name / "speech_tokenizer" / "config.json").is_file()
+    assert (out / "aligner" / "preprocessor_config.json").is_file()
 
     monkeypatch.setenv("MODELS_DIR", str(out))
     monkeypatch.setenv("MODEL_BASE_REPO", "base")
     monkeypatch.setenv("MODEL_VOICEDESIGN_REPO", "voice_design")
     monkeypatch.setenv("MODEL_CUSTOM_REPO", "custom_voice")
+    monkeypatch.setenv("MODEL_ALIGNER_REPO", "aligner")
     listed = cli_json("models", "list")
     assert listed == {
         role: {"repo": role, "path": str(out / role), "present": True}
-        for role in ("base", "voice_design", "custom_voice")
+        for role in ("base", "voice_design", "custom_voice", "aligner")
     }
     # Already there: `models download` only reports the paths, even with downloads disabled.
     resolved = cli_json("models", "download")
-    assert resolved == {role: str(out / role) for role in variants}
+    assert resolved == {role: str(out / role) for role in (*variants, "aligner")}
 
 
 @pytest.mark.usefixtures("data_dir")
@@ -305,6 +307,11 @@ def test_models_list_reports_missing_and_incomplete_models(tmp_path: Path) -> No
         "voice_design": {
             "repo": VOICEDESIGN_REPO,
             "path": str(models / "Qwen3-TTS-12Hz-1.7B-VoiceDesign"),
+            "present": False,
+        },
+        "aligner": {
+            "repo": "Qwen/Qwen3-ForcedAligner-0.6B",
+            "path": str(models / "Qwen3-ForcedAligner-0.6B"),
             "present": False,
         },
     }

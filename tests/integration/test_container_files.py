@@ -110,6 +110,7 @@ def test_dockerfile_pins_match_the_makefile() -> None:
     makefile = (ROOT / "Makefile").read_text()
     args = dockerfile_args()
     assert f"qwen-tts=={args['QWEN_TTS_VERSION']}" in makefile
+    assert f"--no-deps qwen-asr=={args['QWEN_ASR_VERSION']}" in makefile
     assert f"torch=={args['TORCH_VERSION']}" in makefile
     assert "cuda" in args["BASE_IMAGE"]
     assert ":" in args["BASE_IMAGE"]
@@ -121,6 +122,7 @@ def test_dockerfile_install_order_and_runtime_shape() -> None:
     runs = [value for name, value in steps if name == "RUN"]
     text = "\n".join(runs)
     assert text.index('--no-deps "qwen-tts==') < text.index("pip install -r /tmp/requirements.txt")
+    assert text.index('"qwen-asr==') < text.index("pip install -r /tmp/requirements.txt")
     assert text.index("pip install -r /tmp/requirements.txt") < text.index(
         "pip install --no-deps ."
     )
@@ -155,7 +157,7 @@ def test_dockerfile_requirement_list_matches_pyproject() -> None:
     for extra in filter(None, extras.split(",")):
         expected += project["optional-dependencies"][extra]
     assert result.stdout.splitlines() == expected
-    assert not any(dep.lower().startswith("qwen-tts") for dep in expected)
+    assert not any(dep.lower().startswith(("qwen-tts", "qwen-asr")) for dep in expected)
 
 
 def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:

@@ -93,6 +93,8 @@ def test_ready_is_503_with_the_reason_until_the_model_is_up(make_client: AppFact
         "database": "ok",
         "model": "failed",
         "error": "ModelUnavailable: this test runs without a model",
+        "aligner": "disabled",
+        "aligner_error": None,
     }
 
 
@@ -120,6 +122,8 @@ def test_ready_says_loading_while_the_model_loads(
         "database": "ok",
         "model": "loading",
         "error": None,
+        "aligner": "disabled",
+        "aligner_error": None,
     }
     assert ready.status_code == 200 and ready.json()["model"] == "ready"
 

@@ -44,3 +44,16 @@ def test_every_operation_is_documented_with_auth_and_errors(client: TestClient) 
 def test_docs_page_is_served(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger" in page.text.lower()
+
+
+def test_timestamps_are_documented_with_examples(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    timestamps = paths["/tts/timestamps"]["post"]
+    assert "curl" in timestamps["description"]
+    assert "application/x-ndjson" in timestamps["responses"]["200"]["content"]
+    schema = timestamps["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/TimedSpeechOut")
+    captions = paths["/getstored/{generation_id}/captions"]["get"]
+    assert "format=srt" in captions["description"] and "urllib" in captions["description"]
+    [fmt] = [p for p in captions["parameters"] if p["name"] == "format"]
+    assert fmt["schema"]["enum"] == ["vtt", "srt", "json"]

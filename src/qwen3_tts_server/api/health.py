@@ -24,13 +24,17 @@ def health() -> Status:
     summary="Readiness",
 )
 def ready(context: Context) -> JSONResponse:
-    """200 when the database answers and the model is loaded and warm; 503 otherwise."""
+    """200 when the database answers, the model is loaded and warm and the aligner has
+    finished loading (or failed: then speech is served and `aligner_error` says why
+    timestamps are not); 503 otherwise."""
     readiness = context.system.readiness()
     body = ReadyStatus(
         status="ready" if readiness.ready else "not_ready",
         database="ok" if readiness.database_ok else "unavailable",
         model=readiness.model,
         error=readiness.error,
+        aligner=readiness.aligner,
+        aligner_error=readiness.aligner_error,
     )
     return JSONResponse(body.model_dump(), status_code=200 if readiness.ready else 503)
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Response
 
 from qwen3_tts_server.api.deps import Context, OpenAIUser
 from qwen3_tts_server.api.speech_responses import speech_response, sse_speech_response
+from qwen3_tts_server.errors import BadRequest
 from qwen3_tts_server.schemas import OpenAIError, OpenAISpeechRequest, VoiceRef
 from qwen3_tts_server.services.speech import SpeechRequest
 from qwen3_tts_server.services.streaming import STREAMABLE_FORMATS
@@ -53,7 +54,9 @@ async def speech(body: OpenAISpeechRequest, caller: OpenAIUser, context: Context
     CustomVoice model also a preset speaker or an OpenAI voice name (see GET /speakers).
     `speed` 0.25-4.0 time-stretches the audio, keeping its pitch. `stream_format: "audio"`
     streams `pcm` and `wav` as they are made (other formats come whole); `"sse"` sends
-    `speech.audio.delta` events (base64 audio) and a `speech.audio.done` event with usage."""
+    `speech.audio.delta` events (base64 audio) and a `speech.audio.done` event with usage.
+    Extension: `timestamps: true` with `"sse"` adds `words` to those events (the words
+    aligned since the event before)."""
     reference = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
     choice = await in_thread(context.speakers.choose, caller.user_id, reference)
     request = SpeechRequest(
@@ -67,7 +70,11 @@ async def speech(body: OpenAISpeechRequest, caller: OpenAIUser, context: Context
         speed=body.speed,
     )
     if body.stream_format == "sse":
-        return await sse_speech_response(context, caller.user_id, body.input, request)
+        return await sse_speech_response(
+            context, caller.user_id, body.input, request, body.timestamps
+        )
+    if body.timestamps:
+        raise BadRequest("timestamps need stream_format: sse here (or use POST /tts/timestamps)")
     stream = (
         body.stream_format == "audio" and body.response_format.strip().lower() in STREAMABLE_FORMATS
     )

@@ -91,6 +91,7 @@ def _config(message: RealtimeConfig) -> SessionConfig:
         speed=message.speed,
         temperature=message.temperature,
         seed=message.seed,
+        timestamps=message.timestamps,
     )
 
 

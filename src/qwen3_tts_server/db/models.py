@@ -231,6 +231,8 @@ class Generation(Base):
     status: Mapped[GenerationStatus] = mapped_column(_string_enum(GenerationStatus))
     error: Mapped[str | None] = mapped_column(Text)
     input_text: Mapped[str | None] = mapped_column(Text)
+    #: Stored generations made with timestamps: their words, JSON [[text, start, end], ...].
+    words: Mapped[str | None] = mapped_column(Text)
     audio_sha256: Mapped[str | None] = mapped_column(
         ForeignKey("audio_blobs.sha256", ondelete="SET NULL"), index=True
     )

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from qwen3_tts_server.aligner.words import words_to_json
 from qwen3_tts_server.db.models import Batch, Generation, Voice
 from qwen3_tts_server.db.session import transaction
 from qwen3_tts_server.services import billing, quota
@@ -33,7 +34,7 @@ from qwen3_tts_server.services.playback import StreamQuality
 from qwen3_tts_server.services.quota import Amounts, Hold
 from qwen3_tts_server.services.runtime import Timing
 from qwen3_tts_server.services.threads import in_thread
-from qwen3_tts_server.values import FinishReason, GenerationStatus
+from qwen3_tts_server.values import FinishReason, GenerationStatus, Word
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Spoken:
     data: bytes
     audio_seconds: float
     finish_reason: FinishReason | None = None
+    #: The text's words in this audio, when timestamps were asked (kept when stored).
+    words: tuple[Word, ...] | None = None
 
 
 def describe(error: BaseException | str) -> str:
@@ -318,6 +321,8 @@ class GenerationLedger:
             generation.audio_sha256 = self._media.add(
                 session, spoken.data, order.media_type, spoken.audio_seconds
             )
+            if spoken.words is not None:
+                generation.words = words_to_json(spoken.words)
         session.add(generation)
         session.flush()
 

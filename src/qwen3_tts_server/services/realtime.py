@@ -38,11 +38,12 @@ from qwen3_tts_server.services.generations import GenerationLedger, Order, Outco
 from qwen3_tts_server.services.quota import Hold
 from qwen3_tts_server.services.runtime import ModelRuntime, Timing
 from qwen3_tts_server.services.speakers import SpeakerService, VoiceChoice
-from qwen3_tts_server.services.speech import SpeechRequest, join_sentences
+from qwen3_tts_server.services.speech import SENTENCE_PAUSE_S, SpeechRequest, join_sentences
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
+from qwen3_tts_server.services.timestamps import align_text
 from qwen3_tts_server.services.voicing import Voicing
-from qwen3_tts_server.values import Audio, Sampling
+from qwen3_tts_server.values import Audio, Sampling, Word
 
 #: What a session can send: raw s16le samples, or one complete WAV file per segment.
 REALTIME_FORMATS = ("pcm", "wav")
@@ -64,6 +65,8 @@ class SessionConfig:
     speed: float = 1.0
     temperature: float | None = None
     seed: int | None = None
+    #: Each segment's words in its `audio.start` event (503 at config without an aligner).
+    timestamps: bool = False
 
 
 class Sink(Protocol):
@@ -123,6 +126,7 @@ class _Spoken:
     data: bytes
     timing: Timing
     hold: Hold
+    words: list[Word] | None = None  # with timestamps: times from the start of `audio`
 
 
 @dataclass(eq=False)
@@ -145,8 +149,10 @@ class RealtimeSession:
         request: SpeechRequest,
         sample_rate: int,
         sink: Sink,
+        timestamps: bool = False,
     ) -> None:
         self._service = service
+        self._timestamps = timestamps
         self._user_id = user_id
         self._request = request
         self.sample_rate = sample_rate
@@ -182,7 +188,7 @@ class RealtimeSession:
         order, sampling = self._service.synthesis.checks.single(self._user_id, text, self._request)
         continues = self._since_cancel > 0
         task = asyncio.create_task(
-            self._service.speak(order, sampling, continues, self.sample_rate)
+            self._service.speak(order, sampling, continues, self.sample_rate, self._timestamps)
         )
         self._pending.append(_Segment(self._next_index, text, order, task))
         self._next_index += 1
@@ -214,6 +220,7 @@ class RealtimeSession:
                 "format": segment.order.format,
                 "sample_rate": spoken.audio.sample_rate,
             }
+            | ({} if spoken.words is None else {"words": [w.as_dict() for w in spoken.words]})
         )
         step = 2 * max(1, int(spoken.audio.sample_rate * FRAME_SECONDS))
         for start in range(0, len(spoken.data), step):
@@ -343,15 +350,24 @@ class RealtimeService:
         )
         order, _ = self.synthesis.checks.single(user_id, "check", request)
         await in_thread(self.synthesis.voicing, order)
+        if config.timestamps:
+            self.synthesis.aligner.worker()  # 503 now, not at every segment
         model_rate = self._runtime.loaded().info.sample_rate
-        return RealtimeSession(self, user_id, request, rate or model_rate, sink)
+        session_rate = rate or model_rate
+        return RealtimeSession(self, user_id, request, session_rate, sink, config.timestamps)
 
     async def speak(
-        self, order: Order, sampling: Sampling, continues: bool, sample_rate: int
+        self,
+        order: Order,
+        sampling: Sampling,
+        continues: bool,
+        sample_rate: int,
+        timestamps: bool = False,
     ) -> _Spoken:
         """One segment: voice and reservation, the model, the session's tempo, rate and
-        format. Whatever stops it after the reservation (the model, a cancel) is recorded and
-        the reservation released here; a refusal before it (402, say) leaves no row."""
+        format (and its words). Whatever stops it after the reservation (the model, the
+        aligner, a cancel) is recorded and the reservation released here; a refusal before
+        it (402, say) leaves no row."""
         hold, voicing = await self._reserve(order)
         try:
             model = self._runtime.loaded()
@@ -362,10 +378,18 @@ class RealtimeService:
             joined = join_sentences(result.audio, continues=continues)
             audio = await in_thread(_finish_audio, joined, order.speed, sample_rate)
             data = await in_thread(encode, audio, order.format)
+            words = None
+            if timestamps:
+                worker = self.synthesis.aligner.worker()
+                lead = SENTENCE_PAUSE_S if continues else 0.0
+                words, _ = await align_text(
+                    worker, chunks, result.audio, order.language, order.speed,
+                    audio.duration_s, lead,
+                )  # fmt: skip
         except BaseException as error:
             await self.ledger.settle_failure(order, hold, error)
             raise
-        return _Spoken(audio, data, result.timing, hold)
+        return _Spoken(audio, data, result.timing, hold, words)
 
     async def _reserve(self, order: Order) -> tuple[Hold, Voicing]:
         """`prepare` on a worker thread. A cancel (barge-in) that arrives meanwhile cannot stop

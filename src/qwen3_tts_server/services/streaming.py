@@ -56,7 +56,8 @@ from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speech import SpeechRequest, sentence_pause
 from qwen3_tts_server.services.synthesis import SynthesisService
 from qwen3_tts_server.services.threads import in_thread
-from qwen3_tts_server.values import Audio, FinishReason, GenerationStatus
+from qwen3_tts_server.services.timestamps import ChunkTimer
+from qwen3_tts_server.values import Audio, FinishReason, GenerationStatus, Word
 
 #: Formats whose audio can be sent before all of it exists (see the module docstring).
 STREAMABLE_FORMATS = ("pcm", "wav")
@@ -109,6 +110,7 @@ class SpeechStream:
         submitted: float,
         first_audio_s: float,
         sample_rate: int,
+        timer: ChunkTimer | None = None,
     ) -> None:
         self.generation_id = generation_id
         self.tokens_used = len(order.texts[0])
@@ -127,9 +129,13 @@ class SpeechStream:
         self._meter = meter
         self._audio = audio
         self._first = first
+        self._timer = timer
         self._status = GenerationStatus.STREAMING
         #: When each piece reached the connection: first audio, underruns, safe play start.
         self.playback = PlaybackClock(submitted)
+        #: With timestamps: the aligner's time so far (all of it once the stream ended).
+        self.align_ms = 0
+        self._words: list[Word] = []  # handed out so far (stored with the audio)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The audio file in pieces: (a WAV header, then) s16le samples as they are decoded.
@@ -138,14 +144,26 @@ class SpeechStream:
         rule). A failure is recorded (ERROR, no charge) and re-raised: the response must end
         abruptly, so the client can tell the audio is incomplete.
         """
+        async for data, _ in self.timed_chunks():
+            yield data
+
+    async def timed_chunks(self) -> AsyncIterator[tuple[bytes, list[Word]]]:
+        """`chunks()`, each with the words aligned since the one before (with timestamps;
+        always empty without). The last item has no audio: the words still being aligned
+        when the audio ended, awaited before the stream is settled, so an alignment that
+        fails fails the stream (uncharged) like the model failing."""
         try:
             if self._order.format == "wav":
-                yield wav_stream_header(self.sample_rate)
+                yield wav_stream_header(self.sample_rate), []
             sent: list[np.ndarray] = []
             chunk = 0
             pause = sentence_pause(self.sample_rate)
             pieces = _chain(self._first, self._audio)
             async for piece in pieces:
+                if self._timer is not None:
+                    self._timer.add(piece.index, piece.samples)
+                    if piece.last:
+                        self._timer.chunk_ended(piece.index, self.sample_rate)
                 if piece.samples.size == 0:
                     continue
                 samples = piece.samples
@@ -162,11 +180,24 @@ class SpeechStream:
                 seconds = samples.size / self.sample_rate
                 self._meter.sent(piece.index, seconds)
                 self.playback.arrived(seconds)
-                yield data
+                yield data, self._words_ready()
+            if self._timer is not None:
+                last_words = await self._timer.rest()
+                self.align_ms = round(self._timer.seconds * 1000)
+                self._words += last_words
+                yield b"", last_words
             await self._complete(sent)
         except Exception as error:  # the model, the queue, a bug: the stream cannot go on
             await self._end_early(Outcome.failed(error))
             raise
+
+    def _words_ready(self) -> list[Word]:
+        if self._timer is None:
+            return []
+        words = self._timer.ready()
+        self.align_ms = round(self._timer.seconds * 1000)
+        self._words += words
+        return words
 
     async def close(self) -> None:
         """End the stream; if it had not completed, it was cancelled (the client went away)
@@ -183,6 +214,8 @@ class SpeechStream:
             return False
         self._status = outcome.status
         outcome = replace(outcome, playback=self.playback.quality())
+        if self._timer is not None:
+            self._timer.cancel()
         await _abandon(
             self._ledger, self._order, self._hold, self.generation_id, self._audio, outcome
         )
@@ -195,7 +228,8 @@ class SpeechStream:
         data = await in_thread(encode, audio, self._order.format)
         reason = worst_reason([FinishReason(chunk.finish_reason) for chunk in result.chunks])
         timing = Timing(queue_ms=self.queue_ms, model_ms=_ms(result.model_s))
-        outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
+        words = None if self._timer is None else tuple(self._words)
+        outcome = Outcome.ok([Spoken(data, audio.duration_s, reason, words)], timing)
         outcome = replace(outcome, playback=self.playback.quality())
         # Shielded: once charged, a disconnect arriving now must not also mark it cancelled.
         with anyio.CancelScope(shield=True):
@@ -240,11 +274,14 @@ class StreamingService:
         self._synthesis = synthesis
         self._ledger = ledger
 
-    async def open(self, user_id: int, text: str, request: SpeechRequest) -> SpeechStream:
-        """Validate, queue the text and wait for its first audio; nothing sent yet.
+    async def open(
+        self, user_id: int, text: str, request: SpeechRequest, timestamps: bool = False
+    ) -> SpeechStream:
+        """Validate, queue the text and wait for its first audio; nothing sent yet. With
+        `timestamps`, the stream also aligns each chunk as it ends (`timed_chunks`).
 
-        Raises what /tts raises, before any audio exists; a failure after the row was made
-        is recorded on it.
+        Raises what /tts raises, before any audio exists (503 without an aligner when
+        timestamps are asked); a failure after the row was made is recorded on it.
         """
         synthesis = self._synthesis
         order, sampling = synthesis.checks.single(user_id, text, request)
@@ -253,6 +290,7 @@ class StreamingService:
                 f"Format {order.format!r} cannot be streamed; streaming supports "
                 f"{', '.join(STREAMABLE_FORMATS)} (or send stream: false)"
             )
+        worker = synthesis.aligner.worker() if timestamps else None
         [text] = order.texts
         hold, voicing = await in_thread(synthesis.prepare, order, "stream", len(text))
         try:
@@ -283,6 +321,7 @@ class StreamingService:
             raise
         first_audio_s = time.perf_counter() - submitted
         sample_rate = model.info.sample_rate
+        timer = None if worker is None else ChunkTimer(worker, chunks, order.language, order.speed)
         return SpeechStream(
             self._ledger,
             order,
@@ -294,4 +333,5 @@ class StreamingService:
             submitted,
             first_audio_s,
             sample_rate,
+            timer,
         )

@@ -18,6 +18,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from qwen3_tts_server.aligner import captions
+from qwen3_tts_server.aligner.words import words_from_json
+from qwen3_tts_server.aligner.worker import AlignerWorker
 from qwen3_tts_server.audio.archive import build_zip
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.db.models import AudioBlob, Generation
@@ -31,9 +34,10 @@ from qwen3_tts_server.services.runtime import ModelRuntime, Timing, worst_reason
 from qwen3_tts_server.services.speakers import SpeakerService
 from qwen3_tts_server.services.speech import SpeechChecks, SpeechRequest, encode_texts
 from qwen3_tts_server.services.threads import in_thread
+from qwen3_tts_server.services.timestamps import AlignerRuntime, passages, place_text
 from qwen3_tts_server.services.voices import VoiceService
 from qwen3_tts_server.services.voicing import Voicing, stored_voice
-from qwen3_tts_server.values import Audio, FinishReason, Sampling
+from qwen3_tts_server.values import Audio, FinishReason, GenerationStatus, Sampling, Word
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class Speech:
     duration_s: float
     sample_rate: int
     finish_reason: FinishReason
+    #: With timestamps: the text's words in this audio, and the aligner's time.
+    words: tuple[Word, ...] | None = None
+    align_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,23 @@ class BatchSpeech:
     archive: bytes
     sample_rate: int  # of every file in the ZIP (a `pcm` file cannot say it itself)
     manifest: dict[str, Any] = field(default_factory=dict)
+    align_ms: int = 0
 
 
 @dataclass(frozen=True)
 class StoredAudio:
     generation_id: int
     data: bytes
+    media_type: str
+    extension: str
+
+
+@dataclass(frozen=True)
+class StoredCaptions:
+    """Captions of a stored generation made with timestamps, in the format asked."""
+
+    generation_id: int
+    text: str
     media_type: str
     extension: str
 
@@ -83,8 +101,10 @@ class SynthesisService:
         policy: billing.DiscountPolicy,
         chunk_max_chars: int,
         speakers: SpeakerService,
+        aligner: AlignerRuntime,
     ) -> None:
         self.checks = checks
+        self.aligner = aligner
         self._sessions = sessions
         self._media = media
         self._runtime = runtime
@@ -120,9 +140,9 @@ class SynthesisService:
 
     async def _speak(
         self, order: Order, voicing: Voicing, sampling: Sampling
-    ) -> tuple[list[list[Audio]], list[FinishReason], Timing]:
+    ) -> tuple[list[list[str]], list[list[Audio]], list[FinishReason], Timing]:
         """Every text of the order, each split into sentences, in one scheduler job: the
-        sentences' audio and one finish reason per text."""
+        sentences, their audio and one finish reason per text."""
         chunks = [self.sentences(text) for text in order.texts]
         items = [voicing.item(chunk, order.language) for parts in chunks for chunk in parts]
         result = await self._runtime.loaded().speak(items, sampling, order.user_id)
@@ -133,17 +153,50 @@ class SynthesisService:
             per_text.append(result.audio[offset : offset + len(parts)])
             reasons.append(worst_reason(result.finish_reasons[offset : offset + len(parts)]))
             offset += len(parts)
-        return per_text, reasons, result.timing
+        return chunks, per_text, reasons, result.timing
+
+    async def _words(
+        self,
+        worker: AlignerWorker | None,
+        order: Order,
+        chunks: Sequence[Sequence[str]],
+        per_text: Sequence[Sequence[Audio]],
+        encoded: Sequence[tuple[Audio, bytes]],
+    ) -> tuple[list[tuple[Word, ...] | None], int]:
+        """Each text's words in its encoded audio (None for all without a worker: no
+        timestamps asked), in one aligner call; and the aligner's time in ms."""
+        if worker is None:
+            return [None] * len(per_text), 0
+        asked = [
+            passage
+            for texts, parts in zip(chunks, per_text, strict=True)
+            for passage in passages(texts, parts, order.language)
+        ]
+        aligned = await worker.align(asked)
+        words: list[tuple[Word, ...] | None] = []
+        offset = 0
+        for parts, (audio, _) in zip(per_text, encoded, strict=True):
+            per_chunk = aligned.words[offset : offset + len(parts)]
+            words.append(tuple(place_text(per_chunk, parts, order.speed, audio.duration_s)))
+            offset += len(parts)
+        return words, round(aligned.seconds * 1000)
 
     # -- /tts ----------------------------------------------------------------------------------
-    async def tts(self, user_id: int, text: str, request: SpeechRequest) -> Speech:
+    async def tts(
+        self, user_id: int, text: str, request: SpeechRequest, timestamps: bool = False
+    ) -> Speech:
+        """One text's audio; with `timestamps`, its words too (503 at once without an
+        aligner: nothing reserved). An aligner failure fails the call, uncharged."""
         order, sampling = self.checks.single(user_id, text, request)
+        worker = self.aligner.worker() if timestamps else None
         [text] = order.texts
         hold, voicing = await in_thread(self.prepare, order, "tts", len(text))
         try:
-            per_text, [reason], timing = await self._speak(order, voicing, sampling)
-            [(audio, data)] = await in_thread(encode_texts, per_text, order.format, order.speed)
-            outcome = Outcome.ok([Spoken(data, audio.duration_s, reason)], timing)
+            chunks, per_text, [reason], timing = await self._speak(order, voicing, sampling)
+            encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
+            [(audio, data)] = encoded
+            [words], align_ms = await self._words(worker, order, chunks, per_text, encoded)
+            outcome = Outcome.ok([Spoken(data, audio.duration_s, reason, words)], timing)
             receipt = await in_thread(self._ledger.settle, order, outcome, hold)
         except BaseException as error:
             await self._ledger.settle_failure(order, hold, error)
@@ -158,23 +211,33 @@ class SynthesisService:
             duration_s=audio.duration_s,
             sample_rate=audio.sample_rate,
             finish_reason=reason,
+            words=words,
+            align_ms=align_ms,
         )
 
     # -- /batchtts -----------------------------------------------------------------------------
     async def batch(
-        self, user_id: int, texts: Sequence[str], request: SpeechRequest
+        self,
+        user_id: int,
+        texts: Sequence[str],
+        request: SpeechRequest,
+        timestamps: bool = False,
     ) -> BatchSpeech:
+        """A ZIP of every text's audio; with `timestamps`, a .vtt per item and each item's
+        words in the manifest (the /tts/timestamps rules)."""
         order, sampling = self.checks.batch(user_id, texts, request)
+        worker = self.aligner.worker() if timestamps else None
         chars = sum(len(text) for text in order.texts)
         discount = await in_thread(self._discount)
         price = billing.batch_tokens(chars, discount)
         hold, voicing = await in_thread(self.prepare, order, "batch", price)
         try:
-            per_text, reasons, timing = await self._speak(order, voicing, sampling)
+            chunks, per_text, reasons, timing = await self._speak(order, voicing, sampling)
             encoded = await in_thread(encode_texts, per_text, order.format, order.speed)
+            words, align_ms = await self._words(worker, order, chunks, per_text, encoded)
             spoken = [
-                Spoken(data, audio.duration_s, reason)
-                for (audio, data), reason in zip(encoded, reasons, strict=True)
+                Spoken(data, audio.duration_s, reason, item_words)
+                for (audio, data), reason, item_words in zip(encoded, reasons, words, strict=True)
             ]
             outcome = Outcome.ok(spoken, timing)
             receipt = await in_thread(self._ledger.settle_batch, order, outcome, discount, hold)
@@ -206,12 +269,17 @@ class SynthesisService:
                     "duration_s": round(audio.duration_s, 3),
                     "finish_reason": str(reasons[index]),
                 }
+                | _timed_item(words[index], index)
                 for index, (audio, _) in enumerate(encoded)
             ],
         }
-        archive = build_zip(
-            [(name, data) for name, (_, data) in zip(filenames, encoded, strict=True)], manifest
-        )
+        files = [(name, data) for name, (_, data) in zip(filenames, encoded, strict=True)]
+        files += [
+            (f"{index}.vtt", captions.to_vtt(item_words).encode())
+            for index, item_words in enumerate(words)
+            if item_words is not None
+        ]
+        archive = build_zip(files, manifest)
         audio_seconds = sum(audio.duration_s for audio, _ in encoded)
         return BatchSpeech(
             receipt.batch_id,
@@ -222,6 +290,7 @@ class SynthesisService:
             archive,
             sample_rate,
             manifest,
+            align_ms,
         )
 
     def _discount(self) -> float:
@@ -245,3 +314,32 @@ class SynthesisService:
             return StoredAudio(
                 generation.id, self._media.read(blob.sha256), spec.media_type, spec.extension
             )
+
+    def stored_captions(self, user_id: int, generation_id: int, fmt: str) -> StoredCaptions:
+        """Captions of the caller's stored generation in `fmt` (vtt, srt or json; 404 when
+        there is none, or when it was made without timestamps)."""
+        with self._sessions() as session:
+            generation = session.get(Generation, generation_id)
+            if (
+                generation is None
+                or generation.user_id != user_id
+                or generation.status is not GenerationStatus.OK
+                or not generation.store
+            ):
+                raise NotFound("Stored generation not found")
+            if generation.words is None:
+                raise NotFound(
+                    "This generation was made without timestamps: make it with POST "
+                    "/tts/timestamps (or /batchtts with timestamps: true) and store: true"
+                )
+            words = words_from_json(generation.words)
+        media_type, extension = captions.CAPTION_FORMATS[fmt]
+        text = captions.render(fmt, words, generation_id)
+        return StoredCaptions(generation_id, text, media_type, extension)
+
+
+def _timed_item(words: tuple[Word, ...] | None, index: int) -> dict[str, Any]:
+    """What a batch item's manifest entry adds with timestamps: its words and caption file."""
+    if words is None:
+        return {}
+    return {"words": [word.as_dict() for word in words], "captions": f"{index}.vtt"}

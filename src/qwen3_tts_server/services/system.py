@@ -35,6 +35,7 @@ from qwen3_tts_server.services.leases import Lease
 from qwen3_tts_server.services.media import MediaLibrary
 from qwen3_tts_server.services.quota import Quotas
 from qwen3_tts_server.services.runtime import ModelRuntime
+from qwen3_tts_server.services.timestamps import AlignerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class Readiness:
     database_ok: bool
     model: str  # loading | ready | failed
     error: str | None
+    aligner: str = "disabled"  # disabled | loading | ready | failed
+    aligner_error: str | None = None
 
 
 class SystemService:
@@ -58,8 +61,10 @@ class SystemService:
         lease: Lease,
         deferred: DeferredSettlements,
         recovery_grace: timedelta,
+        aligner: AlignerRuntime,
     ) -> None:
         self._db = db
+        self._aligner = aligner
         self._runtime = runtime
         self._ledger = ledger
         self._media = media
@@ -71,13 +76,17 @@ class SystemService:
         self._keeping: threading.Thread | None = None
 
     def readiness(self) -> Readiness:
-        """Ready when the database answers and the model is loaded and warm."""
+        """Ready when the database answers, the model is loaded and warm, and the aligner
+        (MODEL_ALIGNER_REPO) has finished loading. An aligner that failed does not hold the
+        server back: speech works, timestamp requests answer 503 with its error on /ready."""
         database_ok = ping(self._db)
         return Readiness(
-            ready=database_ok and self._runtime.ready,
+            ready=database_ok and self._runtime.ready and self._aligner.settled,
             database_ok=database_ok,
             model=self._runtime.status,
             error=self._runtime.error,
+            aligner=self._aligner.status,
+            aligner_error=self._aligner.error,
         )
 
     def start(self) -> None:
@@ -88,6 +97,7 @@ class SystemService:
         self._keeping = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
         self._keeping.start()
         self._runtime.start()
+        self._aligner.start(after=self._runtime.wait)
 
     def settle_lapsed(self) -> None:
         """Settle the open streams and reservations of every process whose lease lapsed."""
@@ -156,4 +166,5 @@ class SystemService:
         else:
             if any(left):
                 log.warning("at stop: %d open streams interrupted, %d holds released", *left)
+        self._aligner.stop()
         self._db.dispose()
