@@ -121,6 +121,14 @@ class UsageOut(BaseModel):
     audio_seconds_total: float
 
 
+class GenerationOut(BaseModel):
+    generation_id: int
+    status: Literal["ok", "error", "cancelled", "streaming", "interrupted"]
+    tokens_used: int
+    audio_seconds: float
+    finish_reason: str | None
+
+
 # -- voices --------------------------------------------------------------------------------------
 class DesignVoiceRequest(BaseModel):
     name: Text = Field(min_length=1, max_length=128, examples=["warm_narrator"])
