@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -16,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from qwen3_tts_server import __version__
 from qwen3_tts_server.api import (
@@ -38,6 +40,7 @@ from qwen3_tts_server.composition import AlignerLoader, EngineLoader, build_cont
 from qwen3_tts_server.config import Settings
 from qwen3_tts_server.errors import ApiError
 from qwen3_tts_server.observability import RequestObservability
+from qwen3_tts_server.schemas import MAX_ID
 from qwen3_tts_server.services.failures import ERROR_STATUS, describe
 
 log = logging.getLogger(__name__)
@@ -133,9 +136,60 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method): FastAPI's own answer, but in OpenAI's shape
     below /v1, where an SDK pointed at a path we do not serve should read why."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if is_openai_path(request.url.path):
         return openai_error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     return await http_exception_handler(request, exc)
+
+
+#: The methods a 405's Allow may list: every one a route here can have.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path, for a 405's Allow. Starlette names only those of the first
+    route that matched the path, but FastAPI makes one route per method (GET and DELETE of
+    /voices/{id} are two): each method is tried against every route instead."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _exact_integer_bounds(node: Any) -> None:
+    """FastAPI's OpenAPI model keeps bounds as floats, which turns MAX_ID (2**63 - 1) into
+    2**63: a bound the server rejects. Integer schemas get their integer bounds back."""
+    if isinstance(node, list):
+        for item in node:
+            _exact_integer_bounds(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in _BOUNDS:
+                if isinstance(node.get(key), float):
+                    node[key] = MAX_ID if node[key] == float(MAX_ID) else int(node[key])
+        for value in node.values():
+            _exact_integer_bounds(value)
+
+
+def _exact_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _exact_integer_bounds(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    return openapi
 
 
 def create_app(
@@ -163,6 +217,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
+    app.openapi = _exact_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         CORSMiddleware,
         allow_origins=context.settings.cors_origin_list,

@@ -11,7 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 #: Database ids are signed 64-bit: a larger number can name no row, and SQLite would refuse it
 #: with an overflow error instead of a clean "not found".
 MAX_ID = 2**63 - 1
-RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: Numbers in JSON bodies are strict (`strict=True` on each): `false` is no 0 and `true` no 1,
+#: as lax pydantic would take them, and a string is no number; an integer is still a float.
+RowId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 
 
 #: Control characters (but tab and newlines) and unpaired UTF-16 surrogates: JSON can carry
@@ -75,7 +77,11 @@ class CreateUserRequest(BaseModel):
 
     name: Text | None = Field(None, max_length=128, examples=["alice"])
     token_quota: int | None = Field(
-        None, ge=0, le=MAX_ID, description="Lifetime token allowance; null means unlimited."
+        None,
+        ge=0,
+        le=MAX_ID,
+        strict=True,
+        description="Lifetime token allowance; null means unlimited.",
     )
 
 
@@ -125,6 +131,14 @@ class UsageOut(BaseModel):
     tts_calls: int
     batch_calls: int
     audio_seconds_total: float
+
+
+class GenerationOut(BaseModel):
+    generation_id: int
+    status: Literal["ok", "error", "cancelled", "streaming", "interrupted"]
+    tokens_used: int
+    audio_seconds: float
+    finish_reason: str | None
 
 
 # -- voices --------------------------------------------------------------------------------------
@@ -195,10 +209,13 @@ class TTSRequest(BaseModel):
         None,
         ge=MIN_TEMPERATURE,
         le=2.0,
+        strict=True,
         description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
     )
     format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm | aac")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed → same audio.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, strict=True, description="Same seed → same audio."
+    )
     stream: bool = Field(
         False,
         description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
@@ -290,7 +307,11 @@ class OpenAISpeechRequest(BaseModel):
     )
     response_format: Text = Field("mp3", description="mp3 | opus | aac | wav | flac | pcm | ogg")
     speed: float = Field(
-        1.0, ge=0.25, le=4.0, description="0.25-4.0: the audio is time-stretched, pitch kept."
+        1.0,
+        ge=0.25,
+        le=4.0,
+        strict=True,
+        description="0.25-4.0: the audio is time-stretched, pitch kept.",
     )
     instructions: Text | None = Field(
         None,
@@ -300,7 +321,11 @@ class OpenAISpeechRequest(BaseModel):
     )
     language: Text = Field("auto", description="Extension: as in /tts.")
     seed: int | None = Field(
-        None, ge=0, le=MAX_SEED, description="Extension: as in /tts (same seed, same audio)."
+        None,
+        ge=0,
+        le=MAX_SEED,
+        strict=True,
+        description="Extension: as in /tts (same seed, same audio).",
     )
     stream_format: Literal["audio", "sse"] | None = Field(
         None,
@@ -330,10 +355,10 @@ class RealtimeConfig(BaseModel):
     instructions: Text | None = Field(None, max_length=MAX_INSTRUCTIONS)
     language: Text = "auto"
     format: Literal["pcm", "wav"] = "pcm"
-    sample_rate: int | None = Field(None, ge=8000, le=48000)
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    temperature: float | None = Field(None, gt=0.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    sample_rate: int | None = Field(None, ge=8000, le=48000, strict=True)
+    speed: float = Field(1.0, ge=0.25, le=4.0, strict=True)
+    temperature: float | None = Field(None, gt=0.0, le=2.0, strict=True)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
     timestamps: bool = Field(
         False,
         description="Each segment's `audio.start` event also carries `words` (times from "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+from support import admin_headers
 
 PUBLIC = {
     "/health",
@@ -57,3 +59,28 @@ def test_timestamps_are_documented_with_examples(client: TestClient) -> None:
     assert "format=srt" in captions["description"] and "urllib" in captions["description"]
     [fmt] = [p for p in captions["parameters"] if p["name"] == "format"]
     assert fmt["schema"]["enum"] == ["vtt", "srt", "json"]
+
+
+def test_a_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    admin = admin_headers()
+    for method, path, allowed in [
+        ("POST", "/voices/1", "GET, DELETE"),
+        ("PUT", "/admin/users", "GET, POST"),
+        ("PATCH", "/v1/audio/speech", "POST"),  # OpenAI's error body, the same header
+    ]:
+        response = client.request(method, path, headers=admin)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["allow"] == allowed, (method, path)
+    spec = client.get("/openapi.json").json()["paths"]
+    assert {"get", "delete"} <= set(spec["/voices/{voice_id}"])
+
+
+@pytest.mark.parametrize("quota", [False, True, "5", 1.5, 2**63])
+def test_integer_fields_take_integers_in_their_bounds_only(
+    client: TestClient, quota: object
+) -> None:
+    response = client.post("/admin/users", headers=admin_headers(), json={"token_quota": quota})
+    assert response.status_code == 422, response.text
+    field = client.get("/openapi.json").json()["components"]["schemas"]["CreateUserRequest"]
+    bounds = field["properties"]["token_quota"]["anyOf"][0]
+    assert (bounds["type"], bounds["minimum"], bounds["maximum"]) == ("integer", 0, 2**63 - 1)

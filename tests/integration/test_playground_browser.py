@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
-from support import clone_voice, make_settings, new_user_key, reference_audio
+from streamkit import ScriptedEngine
+from support import admin_headers, clone_voice, make_settings, new_user_key, reference_audio
 
 from conftest import LiveServer
 from qwen3_tts_server.app import create_app
@@ -299,3 +300,75 @@ def test_a_double_click_is_one_call_and_one_charge(page: Page, http: httpx.Clien
     expect(page.locator("#usage-calls")).to_have_text("1")
     assert len(posts) == 1
     assert http.get("/usage", headers=headers).json()["tts_calls"] == 1
+
+
+def test_an_invite_code_in_the_key_field_becomes_a_key_shown_once(
+    browser: Browser, server: LiveServer, http: httpx.Client
+) -> None:
+    user_id = http.post("/admin/users", headers=admin_headers()).json()["user_id"]
+    code = http.post(f"/admin/users/{user_id}/invites", headers=admin_headers()).json()
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server.url}/playground")
+
+    page.fill("#key", code["invite_code"])
+    page.click("#connect")
+
+    status = page.locator("#connect-status")
+    expect(status).to_have_class("status ok")
+    expect(status).to_contain_text("Your invite was exchanged for the key shown below.")
+    expect(page.locator("#new-key")).to_be_visible()
+    key = page.locator("#new-key-value").inner_text()
+    assert page.input_value("#key") == key  # the page now uses the new key
+    assert http.get("/usage", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    expect(page.locator("#usage")).to_be_visible()
+    page.click("#copy-key")
+    expect(page.locator("#copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    # The invite was used up: the same code again is refused, and the key stays hidden.
+    page.fill("#key", code["invite_code"])
+    page.click("#connect")
+    expect(status).to_have_class("status error")
+    expect(page.locator("#new-key")).to_be_hidden()
+    context.close()
+
+
+def test_stop_shows_what_the_server_charged_and_the_settled_usage(
+    browser: Browser, tmp_path: Path, engine: Engine
+) -> None:
+    """The model is held after the first sentence, so Stop lands mid-stream every time."""
+    held = ScriptedEngine(engine)
+    settings = make_settings(tmp_path / "data", chunk_max_chars=40, engine_max_batch=1)
+    with LiveServer(create_app(settings, lambda: held), settings) as live:
+        live.wait_ready()
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            _, headers = new_user_key(http)
+            clone_voice(http, headers, name="Streamer")
+            held.hold = held.calls + 2  # the stream's second sentence
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{live.url}/playground")
+            _connect(page, headers)
+            page.fill("#tts-text", "The first sentence is heard. The second is never finished.")
+            page.click("#speak")
+            expect(page.locator("#speak-status")).to_contain_text("s received")
+            assert held.holding.wait(60)
+            page.click("#stop")
+            held.proceed.set()
+
+            status = page.locator("#speak-status")
+            expect(status).to_contain_text("(cancelled): the server charged ")
+            said = status.inner_text()
+            generation_id = said.split("Generation #")[1].split(" ")[0]
+            row = http.get(f"/generations/{generation_id}", headers=headers).json()
+            assert row["status"] == "cancelled" and row["tokens_used"] > 0
+            assert f"charged {row['tokens_used']} tokens" in said
+            assert f"the {row['audio_seconds']:.1f} s of audio it sent" in said
+            usage = http.get("/usage", headers=headers).json()
+            # Read after the server settled the stream: the header shows its charge.
+            expect(page.locator("#usage-tokens")).to_have_text(f"{usage['tokens_used_total']:,}")
+            expect(page.locator("#usage-calls")).to_have_text("1")
+            context.close()

@@ -3,6 +3,7 @@ limits, and /tts's rules for auth, billing, quota and isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
+import websockets
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
@@ -67,7 +69,7 @@ def api(make_client: AppFactory, engine: Engine) -> TestClient:
     return make_client(load_engine=lambda: engine)
 
 
-def _user(api: TestClient, name: str = "Narrator") -> dict[str, str]:
+def _user(api: TestClient | httpx.Client, name: str = "Narrator") -> dict[str, str]:
     _, headers = new_user_key(api)
     clone_voice(api, headers, name=name)
     return headers
@@ -336,3 +338,77 @@ def test_the_readme_client_runs_against_a_real_server(
     pcm = (tmp_path / "speech.pcm").read_bytes()
     assert len(pcm) > 0 and len(pcm) % 2 == 0
     assert usage["tts_calls"] == 3 and usage["tokens_used_tts"] == 60
+
+
+def _held_reservations(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM reservations").fetchone()[0])
+
+
+def test_cancel_while_a_segment_is_reserving_records_it_and_holds_nothing(
+    api: TestClient, tmp_path: Path
+) -> None:
+    """The reservation runs on a worker thread a cancel cannot stop: here it is stuck behind
+    another writer's lock on the database when the cancel arrives, and made after it."""
+    headers = _user(api)
+    got = Received()
+    lock = sqlite3.connect(tmp_path / "data" / "db.sqlite3", isolation_level=None)
+    with api.websocket_connect(URL, headers=headers) as ws:
+        ws.send_json({"type": "session.config", "voice": "Narrator"})
+        got.read_until(ws, "session.created")
+        lock.execute("BEGIN IMMEDIATE")  # the segment's reservation now waits for the lock
+        ws.send_json({"type": "input.text", "text": "Never spoken."})
+        ws.send_json({"type": "input.done"})
+        ws.send_json({"type": "cancel"})
+        time.sleep(0.5)  # the cancel waits for the reservation, which waits for the lock
+        lock.execute("ROLLBACK")
+        assert got.read_until(ws, "cancelled")["segments"] == [0]
+        ws.send_json({"type": "session.close"})
+        done = got.read_until(ws, "session.done")
+    lock.close()
+    assert "audio.start" not in got.types()
+    assert done["segments"] == 0 and done["usage"]["total_tokens"] == 0
+    assert _rows(tmp_path) == [("cancelled", 0)]  # reserved, then recorded as cancelled
+    assert _held_reservations(tmp_path) == 0  # released at once, not left for recovery
+    usage = api.get("/usage", headers=headers).json()
+    assert usage["tokens_used_tts"] == 0
+
+
+def test_a_client_gone_during_session_close_pays_for_nothing_unsent(
+    live_server: Callable[..., LiveServer], held: ScriptedEngine, tmp_path: Path
+) -> None:
+    """`session.close` waits for the audio still being made; a client that leaves meanwhile
+    is charged for nothing it did not receive, and nothing stays held or open."""
+    with live_server(load_engine=lambda: held, chunk_max_chars=20) as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            headers = _user(http)
+
+            async def leave_during_close() -> None:
+                ws_url = server.url.replace("http", "ws") + URL
+                async with websockets.connect(ws_url, additional_headers=headers) as ws:
+                    await ws.send(json.dumps({"type": "session.config", "voice": "Narrator"}))
+                    assert json.loads(await ws.recv())["type"] == "session.created"
+                    text = "First sentence. Second sentence."
+                    await ws.send(json.dumps({"type": "input.text", "text": text}))
+                    await asyncio.to_thread(held.holding.wait, 30)  # segment 0 in the model
+                    await ws.send(json.dumps({"type": "session.close"}))
+                    await asyncio.sleep(0.2)  # the server is waiting in session.close
+                # the socket is closed: now the model finishes
+                held.proceed.set()
+
+            asyncio.run(leave_during_close())
+            deadline = time.monotonic() + 60
+            while _open_work(tmp_path) != (0, 0):
+                assert time.monotonic() < deadline, f"still open: {_open_work(tmp_path)}"
+                time.sleep(0.1)
+            usage = http.get("/usage", headers=headers).json()
+    assert _rows(tmp_path) == [("cancelled", 0), ("cancelled", 0)]  # no audio reached it
+    assert usage["tokens_used_tts"] == 0
+
+
+def _open_work(tmp_path: Path) -> tuple[int, int]:
+    """(generation rows still streaming, reservations held)."""
+    with sqlite3.connect(tmp_path / "data" / "db.sqlite3") as db:
+        [(streaming,)] = db.execute("SELECT count(*) FROM generations WHERE status = 'streaming'")
+    return streaming, _held_reservations(tmp_path)

@@ -65,6 +65,28 @@ def test_tts_returns_audio_with_headers(
     assert info.format == container and info.samplerate == 24000 and info.frames > 0
 
 
+def test_a_generation_tells_its_owner_only_what_it_was_charged(
+    api: TestClient, user: tuple[dict[str, str], int]
+) -> None:
+    headers, voice_id = user
+    response = api.post("/tts", headers=headers, json={"text": "Charged.", "voice_id": voice_id})
+    generation_id = response.headers["x-generation-id"]
+    row = api.get(f"/generations/{generation_id}", headers=headers)
+    assert row.status_code == 200, row.text
+    assert row.json() == {
+        "generation_id": int(generation_id),
+        "status": "ok",
+        "tokens_used": len("Charged."),
+        "audio_seconds": pytest.approx(row.json()["audio_seconds"]),
+        "finish_reason": response.headers["x-finish-reason"],
+    }
+    assert row.json()["audio_seconds"] > 0
+    _, stranger = new_user_key(api)
+    for who, path in [(stranger, generation_id), (headers, str(int(generation_id) + 1))]:
+        missing = api.get(f"/generations/{path}", headers=who)
+        assert missing.status_code == 404 and "no generation" in missing.json()["detail"]
+
+
 class HeldEngine:
     """The session engine, whose first admission (after warm-up) waits until the test releases
     it: the whole step loop waits with it."""

@@ -1,12 +1,14 @@
-"""The caller's own usage totals."""
+"""The caller's own usage totals, and what one of its calls was charged."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
-from qwen3_tts_server.api.deps import Context, CurrentUser
-from qwen3_tts_server.api.responses import USER_ERRORS
-from qwen3_tts_server.schemas import UsageOut
+from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
+from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.schemas import GenerationOut, UsageOut
 
 router = APIRouter(tags=["usage"], responses=USER_ERRORS)
 
@@ -18,3 +20,17 @@ def get_usage(caller: CurrentUser, context: Context) -> UsageOut:
     `tokens_used_total` includes voice-creation tokens; `voices_created` counts live voices.
     """
     return UsageOut(**context.usage.for_user(caller.user_id).as_dict())
+
+
+@router.get(
+    "/generations/{generation_id}",
+    response_model=GenerationOut,
+    responses=error_responses(404),
+    summary="One of your generations: its status and charge",
+)
+def get_generation(generation_id: PathId, caller: CurrentUser, context: Context) -> GenerationOut:
+    """What a call was charged, from its row (`X-Generation-Id` names it). A stream is
+    `streaming` until the server settles it; a stream stopped early is then `cancelled` with
+    the tokens of the audio it was sent."""
+    state = context.usage.generation(caller.user_id, generation_id)
+    return GenerationOut(**asdict(state))

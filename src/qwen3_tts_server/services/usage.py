@@ -18,6 +18,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from qwen3_tts_server.db.models import Batch, Generation, Voice
+from qwen3_tts_server.errors import NotFound
 from qwen3_tts_server.values import GenerationStatus
 
 _OK = GenerationStatus.OK
@@ -108,6 +109,18 @@ def usage_for(session: Session, user_id: int) -> Usage:
     return usage_by_user(session, [user_id])[user_id]
 
 
+@dataclass(frozen=True)
+class GenerationState:
+    """Where one of the caller's generations stands: a client that stopped a stream reads
+    what it was charged here once `status` is no longer `streaming`."""
+
+    generation_id: int
+    status: str
+    tokens_used: int
+    audio_seconds: float
+    finish_reason: str | None
+
+
 class UsageService:
     """Usage totals for routes, which never open database sessions themselves."""
 
@@ -117,3 +130,17 @@ class UsageService:
     def for_user(self, user_id: int) -> Usage:
         with self._sessions() as session:
             return usage_for(session, user_id)
+
+    def generation(self, user_id: int, generation_id: int) -> GenerationState:
+        """One of the caller's own generations (404 for anyone else's, as for a missing one)."""
+        with self._sessions() as session:
+            row = session.get(Generation, generation_id)
+            if row is None or row.user_id != user_id:
+                raise NotFound(f"You have no generation {generation_id}")
+            return GenerationState(
+                generation_id=row.id,
+                status=str(row.status),
+                tokens_used=row.tokens_used,
+                audio_seconds=round(row.audio_seconds, 3),
+                finish_reason=None if row.finish_reason is None else str(row.finish_reason),
+            )
