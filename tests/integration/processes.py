@@ -44,6 +44,7 @@ def server_process(
         "MODEL_BASE_REPO": str(models / "base"),
         "MODEL_VOICEDESIGN_REPO": str(models / "voice_design"),
         "MODEL_CUSTOM_REPO": "",
+        "MODEL_ALIGNER_REPO": "",  # no word timestamps: not what these tests are about
         "ALLOW_DOWNLOAD": "0",
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "HMAC_SECRET": "crash-test-hmac-secret-0123456789",
