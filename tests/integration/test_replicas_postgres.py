@@ -169,8 +169,12 @@ def test_killing_one_replica_leaves_the_others_stream_untouched(
                 time.sleep(0.1)
             time.sleep(3)  # more rounds of B's recovery
             assert rows(STATUS, id=dead_id) == [("interrupted", 0)]
-            assert rows(STATUS, id=own_id) == [("streaming", 0)]
-            assert len(rows("SELECT id FROM reservations")) == 1  # B's own hold only
+            # Untouched: still streaming with its hold, or (a fast engine filled the socket
+            # buffers first) already finished and charged in full; never interrupted.
+            own = rows(STATUS, id=own_id)
+            assert own in ([("streaming", 0)], [("ok", len(text_b))])
+            held = len(rows("SELECT id FROM reservations"))
+            assert held == (1 if own == [("streaming", 0)] else 0)  # B's own hold only
             received += sum(len(piece) for piece in pieces)
         stream_a.join(timeout=60)
     assert received > 0
