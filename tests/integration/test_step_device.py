@@ -80,7 +80,7 @@ def test_the_step_runs_on_fake_accelerator_tensors(fake_lane: Lane, rows: int) -
     table = fake_lane.table
     assert table.kv[0][0].device.type == FAKE and fake_lane.rope_cos.device.type == FAKE
     logits = torch.empty(1, table.vocab, device=FAKE)
-    body.first_token(fake_lane, table, 0, logits)
+    body.first_token(table, 0, logits)
     body.step_rows(fake_lane, table, rows, 16)
     assert table.out.device.type == FAKE
 

@@ -38,7 +38,7 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     """Advance rows [0, n) by one frame, attending over K/V positions [0, span)."""
     count = table.count[:n]
     token = table.token[:n]
-    params = table.params(n)
+    params = table.params(slice(n))
     last = lane.talker.get_input_embeddings()(token.unsqueeze(1))  # (n, 1, H)
     first = torch.cat((table.hidden[:n].unsqueeze(1), last), dim=1)
     caches = [(keys[:n], values[:n]) for keys, values in table.predictor_kv]
@@ -73,17 +73,10 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     if table.logits is not None:
         table.logits[:n] = logits
     made = count + 1
-    eos = table.eos[:n]
-    scores = talker_rules(
-        logits,
-        seen=table.seen[:n],
-        penalty=table.penalty[:n],
-        generated=made,
-        eos=eos,
-        suppress=table.suppress[:n],
+    nxt = choose(_talker_scores(table, slice(n), logits, made), params, made, 0)
+    flag = torch.where(
+        made >= table.budget[:n], BUDGET_USED, (nxt == table.eos[:n]).to(torch.int64)
     )
-    nxt = choose(scores, params, made, 0)
-    flag = torch.where(made >= table.budget[:n], BUDGET_USED, (nxt == eos).to(torch.int64))
     table.out[:n, lane.groups] = flag
     table.hidden[:n] = h[:, -1, :]
     table.length[:n] = position + 1
@@ -92,17 +85,24 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     table.seen[rows, nxt] = True
 
 
-def first_token(lane: Any, table: SlotTable, row: int, logits: torch.Tensor) -> None:
+def first_token(table: SlotTable, row: int, logits: torch.Tensor) -> None:
     """Choose a new row's first talker token from its prefill logits (1, V), float32."""
     view = slice(row, row + 1)
-    scores = talker_rules(
-        logits,
-        seen=table.seen[view],
-        penalty=table.penalty[view],
-        generated=table.count[view],
-        eos=table.eos[view],
-        suppress=table.suppress[view],
-    )
-    token = choose(scores, table.row_params(row), table.count[view], 0)
+    frames = table.count[view]
+    token = choose(_talker_scores(table, view, logits, frames), table.params(view), frames, 0)
     table.token[view] = token
-    table.seen[view].scatter_(1, token.unsqueeze(1), True)
+    table.seen[row, token] = True
+
+
+def _talker_scores(
+    table: SlotTable, rows: slice, logits: torch.Tensor, generated: torch.Tensor
+) -> torch.Tensor:
+    """HF's talker processors for `rows`, from the table's per-row masks and penalties."""
+    return talker_rules(
+        logits,
+        seen=table.seen[rows],
+        penalty=table.penalty[rows],
+        generated=generated,
+        eos=table.eos[rows],
+        suppress=table.suppress[rows],
+    )

@@ -316,7 +316,7 @@ class StepEngine:
             table.suppress[row] = False
             table.suppress[row, list(prompt.suppress)] = True
             table.set_sampling(row, sampling, seed)
-            first_token(lane, table, row, out.logits[:, -1, :].to(dtype=torch.float32))
+            first_token(table, row, out.logits[:, -1, :].to(dtype=torch.float32))
         except BaseException:
             table.give_back(row)  # nothing of a failed admission stays held
             raise

@@ -78,23 +78,14 @@ class SlotTable:
         self.logits = zeros(rows, vocab, kind=torch.float32) if keep_logits else None
         self._free = list(range(rows))
 
-    def params(self, n: int) -> RowParams:
+    def params(self, rows: slice) -> RowParams:
+        """The sampling parameters of `rows` (views: a captured graph reads them in place)."""
         return RowParams(
-            temperature=self.temperature[:n],
-            sampled=self.sampled[:n],
-            top_k=self.top_k[:n],
-            top_p_cut=self.top_p_cut[:n],
-            seeds=self.seed[:n],
-        )
-
-    def row_params(self, row: int) -> RowParams:
-        view = slice(row, row + 1)
-        return RowParams(
-            temperature=self.temperature[view],
-            sampled=self.sampled[view],
-            top_k=self.top_k[view],
-            top_p_cut=self.top_p_cut[view],
-            seeds=self.seed[view],
+            temperature=self.temperature[rows],
+            sampled=self.sampled[rows],
+            top_k=self.top_k[rows],
+            top_p_cut=self.top_p_cut[rows],
+            seeds=self.seed[rows],
         )
 
     # ---- rows (host side) -------------------------------------------------------------------
