@@ -8,6 +8,7 @@ follow the softmax (a chi-square test on a fixed seed range, so the test is dete
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import cast
 
 import numpy as np
@@ -23,14 +24,17 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from qwen3_tts_server.engine.step.noise import uniform
+from qwen3_tts_server.engine.step.noise import row_key, uniform
 from qwen3_tts_server.engine.step.sampling import (
     NO_TOP_P,
+    TOP_K_WINDOW,
     RowParams,
     choose,
     talker_rules,
     warp,
 )
+from qwen3_tts_server.engine.step.table import SlotTable
+from qwen3_tts_server.values import Sampling
 
 VOCAB = 96
 EOS = 90
@@ -68,24 +72,44 @@ def _params(rows: list[tuple[float, int, float, float, int]], seeds: list[int]) 
         sampled=torch.ones(len(rows)),
         top_k=torch.tensor([r[1] or VOCAB for r in rows]),
         top_p_cut=torch.tensor([1 - r[2] if r[2] < 1 else NO_TOP_P for r in rows]),
-        seeds=torch.tensor(seeds),
+        keys=row_key(torch.tensor(seeds)),
     )
 
 
-def _rules(logits: torch.Tensor, histories: list[torch.Tensor]) -> torch.Tensor:
-    seen = torch.zeros(len(ROWS), VOCAB, dtype=torch.bool)
+def _rules(
+    logits: torch.Tensor,
+    histories: list[torch.Tensor],
+    rows: list[tuple[float, int, float, float, int]] = ROWS,
+) -> torch.Tensor:
+    seen = torch.zeros(len(rows), VOCAB, dtype=torch.bool)
     for i, history in enumerate(histories):
         seen[i, history] = True
-    suppress = torch.zeros(len(ROWS), VOCAB, dtype=torch.bool)
+    suppress = torch.zeros(len(rows), VOCAB, dtype=torch.bool)
     suppress[:, SUPPRESS] = True
     return talker_rules(
         logits,
         seen=seen,
-        penalty=torch.tensor([r[3] for r in ROWS]),
-        generated=torch.tensor([r[4] for r in ROWS]),
-        eos=torch.full((len(ROWS),), EOS),
+        penalty=torch.tensor([r[3] for r in rows]),
+        generated=torch.tensor([r[4] for r in rows]),
+        eos=torch.full((len(rows),), EOS),
         suppress=suppress,
     )
+
+
+def _assert_like_hf(
+    ours: torch.Tensor,
+    logits: torch.Tensor,
+    rows: list[tuple[float, int, float, float, int]],
+    histories: list[torch.Tensor],
+) -> None:
+    for i, row in enumerate(rows):
+        hf = _hf(row, histories[i])(
+            cast(torch.LongTensor, histories[i].unsqueeze(0)),
+            cast(torch.FloatTensor, logits[i : i + 1].clone()),
+        )[0]
+        assert torch.equal(torch.isinf(ours[i]), torch.isinf(hf)), row
+        kept = ~torch.isinf(hf)
+        assert torch.allclose(ours[i][kept], hf[kept], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("trial", range(20))
@@ -94,14 +118,55 @@ def test_rules_keep_and_score_what_hf_processors_do(trial: int) -> None:
     logits = torch.randn(len(ROWS), VOCAB, generator=generator) * 3
     histories = [torch.randint(0, VOCAB, (row[4],), generator=generator) for row in ROWS]
     ours = warp(_rules(logits, histories), _params(ROWS, list(range(len(ROWS)))))
-    for i, row in enumerate(ROWS):
-        hf = _hf(row, histories[i])(
-            cast(torch.LongTensor, histories[i].unsqueeze(0)),
-            cast(torch.FloatTensor, logits[i : i + 1].clone()),
-        )[0]
-        assert torch.equal(torch.isinf(ours[i]), torch.isinf(hf)), (trial, row)
-        kept = ~torch.isinf(hf)
-        assert torch.allclose(ours[i][kept], hf[kept], rtol=1e-6, atol=1e-6)
+    _assert_like_hf(ours, logits, ROWS, histories)
+
+
+#: Rows that may take the top-k window: top-k within it, no top-p (a greedy row's top-k is 1).
+WINDOW_ROWS = [
+    (1.0, 50, 1.0, 1.0, 0),
+    (0.7, TOP_K_WINDOW, 1.0, 1.0, 0),
+    (1.3, 1, 1.0, 1.0, 0),
+    (0.9, 5, 1.0, 1.0, 0),
+]
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_top_k_window_keeps_what_hf_top_k_keeps_ties_included(trial: int) -> None:
+    """Logits rounded to bfloat16 (what a bf16 model's heads give) tie often; the last trials
+    tie whole blocks of scores across the window's edge, which top-k must keep whole."""
+    generator = torch.Generator().manual_seed(trial)
+    logits = (torch.randn(len(WINDOW_ROWS), VOCAB, generator=generator) * 3).bfloat16().float()
+    if trial >= 7:
+        logits[:, : VOCAB - 8] = logits.max(dim=1, keepdim=True).values
+    histories = [torch.zeros(0, dtype=torch.long) for _ in WINDOW_ROWS]
+    params = _params(WINDOW_ROWS, list(range(len(WINDOW_ROWS))))
+    ours = warp(_rules(logits, histories, WINDOW_ROWS), params, window=True)
+    _assert_like_hf(ours, logits, WINDOW_ROWS, histories)
+
+
+def test_a_step_takes_the_window_only_while_no_row_needs_the_full_sort() -> None:
+    lane = SimpleNamespace(
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        config=SimpleNamespace(hidden_size=8, vocab_size=VOCAB),
+        groups=4,
+        kv_shape=(1, 4),
+        talker_layers=[],
+        predictor_kv_shape=(1, 5, 4),
+        predictor_layers=[],
+    )
+    table = SlotTable(lane, rows=3, context=16)
+    first, second = table.take(), table.take()
+    table.set_sampling(first, Sampling(), seed=1)  # the defaults: top-k 50, top-p 1
+    table.set_sampling(second, Sampling(temperature=0.0), seed=2)  # greedy: top-k 1
+    assert table.windowed(2) and int(table.top_k[second]) == 1
+    third = table.take()
+    for needs_sort in (Sampling(top_p=0.9), Sampling(top_k=0), Sampling(top_k=TOP_K_WINDOW + 1)):
+        table.set_sampling(third, needs_sort, seed=3)
+        assert not table.windowed(3), needs_sort
+        assert table.windowed(2)
+    table.give_back(third)
+    assert table.windowed(3)
 
 
 def test_greedy_rows_take_the_lowest_index_of_the_best_score() -> None:
@@ -111,7 +176,7 @@ def test_greedy_rows_take_the_lowest_index_of_the_best_score() -> None:
         sampled=torch.zeros(1),
         top_k=torch.tensor([4]),
         top_p_cut=torch.tensor([NO_TOP_P]),
-        seeds=torch.tensor([123]),
+        keys=row_key(torch.tensor([123])),
     )
     assert int(choose(scores, params, torch.tensor([9]), 3)[0]) == 1
 
@@ -119,11 +184,12 @@ def test_greedy_rows_take_the_lowest_index_of_the_best_score() -> None:
 def test_noise_depends_on_seed_frame_and_group_only() -> None:
     seeds = torch.tensor([5, 7, 5, 2**62 + 3])
     frames = torch.tensor([0, 3, 0, 11])
-    draws = uniform(seeds, frames, 4, 50)
+    keys = row_key(seeds)
+    draws = uniform(keys, frames, 4, 50)
     assert torch.equal(draws[0], draws[2])  # same key at another row
-    assert torch.equal(uniform(seeds[3:], frames[3:], 4, 50)[0], draws[3])  # alone
-    assert not torch.equal(uniform(seeds, frames, 5, 50)[0], draws[0])  # another codebook
-    assert not torch.equal(uniform(seeds, frames + 1, 4, 50)[0], draws[0])  # another frame
+    assert torch.equal(uniform(keys[3:], frames[3:], 4, 50)[0], draws[3])  # alone
+    assert not torch.equal(uniform(keys, frames, 5, 50)[0], draws[0])  # another codebook
+    assert not torch.equal(uniform(keys, frames + 1, 4, 50)[0], draws[0])  # another frame
     assert float(draws.min()) > 0 and float(draws.max()) < 1
 
 
@@ -136,7 +202,7 @@ def test_sampled_tokens_follow_the_softmax() -> None:
         sampled=torch.ones(draws),
         top_k=torch.full((draws,), 6),
         top_p_cut=torch.full((draws,), NO_TOP_P),
-        seeds=torch.arange(draws),
+        keys=row_key(torch.arange(draws)),
     )
     tokens = choose(
         scores.expand(draws, -1).clone(), params, torch.zeros(draws, dtype=torch.long), 0

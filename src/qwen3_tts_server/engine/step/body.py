@@ -34,8 +34,9 @@ from qwen3_tts_server.engine.step.table import TEXT_CAPACITY, SlotTable
 GOES_ON, CHOSE_EOS, BUDGET_USED = 0, 1, 2
 
 
-def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
-    """Advance rows [0, n) by one frame, attending over K/V positions [0, span)."""
+def step_rows(lane: Any, table: SlotTable, n: int, span: int, *, window: bool = False) -> None:
+    """Advance rows [0, n) by one frame, attending over K/V positions [0, span). `window`: the
+    rows' top-k may take the top-k window (SlotTable.windowed, sampling.py)."""
     count = table.count[:n]
     token = table.token[:n]
     params = table.params(slice(n))
@@ -45,7 +46,7 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     codes = []
     x = first
     for g in range(lane.groups - 1):
-        code = choose(predictor_logits(lane, g, x, caches), params, count, g + 1)
+        code = choose(predictor_logits(lane, g, x, caches), params, count, g + 1, window=window)
         codes.append(code)
         x = code.unsqueeze(1)
     chosen = torch.stack(codes, dim=1)  # (n, groups - 1)
@@ -73,7 +74,8 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int) -> None:
     if table.logits is not None:
         table.logits[:n] = logits
     made = count + 1
-    nxt = choose(_talker_scores(table, slice(n), logits, made), params, made, 0)
+    scores = _talker_scores(table, slice(n), logits, made)
+    nxt = choose(scores, params, made, 0, window=window)
     flag = torch.where(
         made >= table.budget[:n], BUDGET_USED, (nxt == table.eos[:n]).to(torch.int64)
     )

@@ -73,8 +73,20 @@ class DecoderLayer:
     def __init__(self, layer: Any, make: LinearFactory) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
-        self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
         self.head_dim = int(attn.head_dim)
+        self.q_heads = attn.q_proj.weight.shape[0] // self.head_dim
+        k_heads = attn.k_proj.weight.shape[0] // self.head_dim
+        # q_norm and k_norm as one norm over the q and k heads side by side: each head's values
+        # are the ones its own module makes, in half the ops (a decode step is op-bound on CPU).
+        self.qk_weight = torch.cat(
+            (
+                attn.q_norm.weight.detach().expand(self.q_heads, -1),
+                attn.k_norm.weight.detach().expand(k_heads, -1),
+            )
+        )
+        self.qk_eps = attn.q_norm.variance_epsilon
+        if attn.k_norm.variance_epsilon != self.qk_eps:
+            raise ValueError("q_norm and k_norm must share their epsilon")
         self.scale = attn.scaling
         self.act = mlp.act_fn
         q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
@@ -106,15 +118,21 @@ class DecoderLayer:
         x = self.ln1(h)
         if self.qkv is not None:
             qkv = self.qkv(x)
-            qp = qkv[..., : self.n_q]
-            kp = qkv[..., self.n_q : self.n_q + self.n_k]
+            qk = qkv[..., : self.n_q + self.n_k]
             vp = qkv[..., self.n_q + self.n_k :]
         else:
-            qp, kp, vp = self.q(x), self.k(x), self.v(x)
-        q = self.q_norm(qp.view(shape)).transpose(1, 2)
-        k = self.k_norm(kp.view(shape)).transpose(1, 2)
-        v = vp.view(shape).transpose(1, 2)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+            qk, vp = torch.cat((self.q(x), self.k(x)), dim=-1), self.v(x)
+        qk = apply_rope(self.qk_norm(qk.view(shape)).transpose(1, 2), cos, sin)
+        return qk[:, : self.q_heads], qk[:, self.q_heads :], vp.view(shape).transpose(1, 2)
+
+    def qk_norm(self, heads: torch.Tensor) -> torch.Tensor:
+        """Stock's RMSNorm (Qwen3TTSRMSNorm.forward, op for op) of q and k heads (B, S, heads,
+        head_dim) at once, each head scaled by its own module's weight."""
+        dtype = heads.dtype
+        x = heads.to(torch.float32)
+        variance = x.pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(variance + self.qk_eps)
+        return self.qk_weight * x.to(dtype)
 
     def attend(
         self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool

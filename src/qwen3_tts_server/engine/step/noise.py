@@ -8,7 +8,8 @@ tensors that live on the device, identical on CPU and CUDA (integer arithmetic o
 a few elementwise kernels per sampling point (what vLLM-Omni's talker sampler does with Philox).
 
 The hash is Chris Wellons' `lowbias32` (two multiply-xorshift rounds, bias ~0.17 of an ideal
-32-bit permutation), applied in a chain: seed low word, seed high word, then the counter. The
+32-bit permutation), applied in a chain: seed low word, seed high word (the row's key, made at
+admission), then the counter. The
 arithmetic runs in int64 on 32-bit values; a 32x32-bit product is split into 16-bit halves so no
 intermediate overflows int64 (signed overflow is undefined in the kernels' C++).
 """
@@ -40,18 +41,23 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform(seeds: torch.Tensor, frames: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
-    """float32 uniforms in (0, 1), shape (B, vocab): row b's draw for token v is a function of
-    (seeds[b], frames[b], group, v) only. `seeds` are non-negative int64 (63 bits are used)."""
+def row_key(seeds: torch.Tensor) -> torch.Tensor:
+    """The noise key of each seed (non-negative int64, 63 bits used): made once when a slot is
+    admitted, so a step hashes only its counters."""
     key = _mix((seeds & _MASK32) ^ _GOLDEN)
-    key = _mix(key ^ ((seeds >> 32) & _MASK32))
+    return _mix(key ^ ((seeds >> 32) & _MASK32))
+
+
+def uniform(keys: torch.Tensor, frames: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
+    """float32 uniforms in (0, 1), shape (B, vocab): row b's draw for token v is a function of
+    (keys[b], frames[b], group, v) only; `keys` come from `row_key`."""
     base = (frames * COUNTER_GROUPS + group) * vocab
-    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    tokens = torch.arange(vocab, device=keys.device, dtype=torch.int64)
     counter = (base.unsqueeze(1) + tokens) & _MASK32
-    bits = _mix(counter ^ key.unsqueeze(1)) >> 8  # 24 bits: exact in float32
+    bits = _mix(counter ^ keys.unsqueeze(1)) >> 8  # 24 bits: exact in float32
     return (bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def gumbel(seeds: torch.Tensor, frames: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
+def gumbel(keys: torch.Tensor, frames: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
     """Standard Gumbel noise (B, vocab): argmax(scores + noise) samples softmax(scores)."""
-    return -torch.log(-torch.log(uniform(seeds, frames, group, vocab)))
+    return -torch.log(-torch.log(uniform(keys, frames, group, vocab)))

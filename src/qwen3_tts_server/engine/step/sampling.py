@@ -8,6 +8,13 @@ per-slot Python and no host read: greedy rows take the argmax (lowest index on t
 `torch.argmax`), sampled rows the argmax of the scores plus Gumbel noise from `noise.py` (the
 same distribution as a softmax draw, and a pure function of the row's seed and counter).
 
+Top-k reads its threshold from a full sort of the scores, or, when the host knows that every row
+of the step keeps at most TOP_K_WINDOW tokens and none uses top-p (the server's defaults: top-k
+50, top-p 1), from the TOP_K_WINDOW best scores alone (`torch.topk`): the same threshold, ties
+included. Why: on CPU a batched sort costs 0.8 ms per sampling point at 8 rows (16 points a
+frame), the window 0.04 ms. CUDA graphs always take the full sort (cheap there, and a captured
+graph cannot change paths).
+
 The rules match HF's processors value for value (the repetition penalty's
 `where(s < 0, s * p, s / p)`, top-k keeping ties with the k-th value, top-p removing the tokens
 whose ascending cumulative probability stays at or below 1 - top_p, always keeping the best);
@@ -26,6 +33,8 @@ from qwen3_tts_server.engine.step.noise import gumbel
 MIN_NEW_TOKENS = 2
 #: `top_p_cut` of a row without top-p: no cumulative probability is at or below it.
 NO_TOP_P = -1.0
+#: The most tokens a row may keep by top-k for a step to use the top-k window (see above).
+TOP_K_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class RowParams:
     sampled: torch.Tensor  # float32 (B,): 1.0 sampled, 0.0 greedy (scales the noise)
     top_k: torch.Tensor  # int64 (B,): >= 1; the talker's vocab (or more) = no top-k
     top_p_cut: torch.Tensor  # float32 (B,): 1 - top_p, or NO_TOP_P
-    seeds: torch.Tensor  # int64 (B,)
+    keys: torch.Tensor  # int64 (B,): each row's noise key (noise.row_key of its seed)
 
 
 def talker_rules(
@@ -57,11 +66,18 @@ def talker_rules(
     return logits.masked_fill(early | suppress, float("-inf"))
 
 
-def warp(scores: torch.Tensor, params: RowParams) -> torch.Tensor:
+def warp(scores: torch.Tensor, params: RowParams, *, window: bool = False) -> torch.Tensor:
     """HF's sampling warpers for every row: temperature, then top-k (ties with the k-th value
-    kept), then top-p; removed tokens score -inf. Greedy rows pass unchanged."""
+    kept), then top-p; removed tokens score -inf. Greedy rows pass unchanged (their top-k is 1:
+    the best score and its ties). `window`: no row keeps more than TOP_K_WINDOW tokens by top-k
+    and none uses top-p, so the threshold comes from the best TOP_K_WINDOW scores."""
     vocab = scores.shape[1]
     scores = scores / params.temperature.unsqueeze(1)
+    if window:
+        size = min(TOP_K_WINDOW, vocab)
+        best = torch.topk(scores, size, dim=-1).values  # descending
+        kth = best.gather(1, (params.top_k.clamp(max=size) - 1).unsqueeze(1))
+        return scores.masked_fill(scores < kth, float("-inf"))
     ascending, order = torch.sort(scores, dim=-1)
     kth = ascending.gather(1, (vocab - params.top_k.clamp(max=vocab)).unsqueeze(1))
     scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -73,10 +89,15 @@ def warp(scores: torch.Tensor, params: RowParams) -> torch.Tensor:
 
 
 def choose(
-    scores: torch.Tensor, params: RowParams, frames: torch.Tensor, group: int
+    scores: torch.Tensor,
+    params: RowParams,
+    frames: torch.Tensor,
+    group: int,
+    *,
+    window: bool = False,
 ) -> torch.Tensor:
     """int64 (B,) tokens from float32 scores (B, V): the warpers, then the argmax of the scores
     plus, for sampled rows, Gumbel noise keyed by (seed, frame, group)."""
-    scores = warp(scores, params)
-    noise = gumbel(params.seeds, frames, group, scores.shape[1]) * params.sampled.unsqueeze(1)
+    scores = warp(scores, params, window=window)
+    noise = gumbel(params.keys, frames, group, scores.shape[1]) * params.sampled.unsqueeze(1)
     return torch.argmax(scores + noise, dim=-1)

@@ -121,7 +121,7 @@ class Lane:
         """Step rows [0, n) over span positions; returns how many rows were stepped."""
         if self.graphs is not None:
             return self.graphs.run(n, span)
-        step_rows(self, self.table, n, span)
+        step_rows(self, self.table, n, span, window=self.table.windowed(n))
         return n
 
     @torch.inference_mode()

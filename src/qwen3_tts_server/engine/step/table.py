@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from qwen3_tts_server.engine.step.sampling import NO_TOP_P, RowParams
+from qwen3_tts_server.engine.step.noise import row_key
+from qwen3_tts_server.engine.step.sampling import NO_TOP_P, TOP_K_WINDOW, RowParams
 from qwen3_tts_server.values import Sampling
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -58,7 +59,7 @@ class SlotTable:
         self.sampled = zeros(rows, kind=torch.float32)
         self.top_k = torch.full((rows,), vocab, dtype=torch.int64, device=device)
         self.top_p_cut = torch.full((rows,), NO_TOP_P, dtype=torch.float32, device=device)
-        self.seed = zeros(rows)
+        self.key = zeros(rows)  # noise key of the row's seed
         kv_heads, head_dim = lane.kv_shape
         self.kv: list[KV] = [
             (
@@ -77,6 +78,8 @@ class SlotTable:
         #: The talker logits of the last step, kept only for tests (teacher forcing).
         self.logits = zeros(rows, vocab, kind=torch.float32) if keep_logits else None
         self._free = list(range(rows))
+        #: Host: rows whose top-k/top-p need the full sort (sampling.py); free rows never do.
+        self._sorts = [False] * rows
 
     def params(self, rows: slice) -> RowParams:
         """The sampling parameters of `rows` (views: a captured graph reads them in place)."""
@@ -85,7 +88,7 @@ class SlotTable:
             sampled=self.sampled[rows],
             top_k=self.top_k[rows],
             top_p_cut=self.top_p_cut[rows],
-            seeds=self.seed[rows],
+            keys=self.key[rows],
         )
 
     # ---- rows (host side) -------------------------------------------------------------------
@@ -93,6 +96,10 @@ class SlotTable:
     @property
     def free_rows(self) -> int:
         return len(self._free)
+
+    def windowed(self, n: int) -> bool:
+        """Whether a step of rows [0, n) may take the top-k window (sampling.py)."""
+        return not any(self._sorts[:n])
 
     def take(self) -> int:
         """The lowest free row (keeps busy rows packed at the bottom: steps cover [0, n))."""
@@ -104,16 +111,19 @@ class SlotTable:
     def give_back(self, row: int) -> None:
         if row in self._free:
             raise RuntimeError(f"slot row {row} is already free")
+        self._sorts[row] = False
         self._free.append(row)
 
     def set_sampling(self, row: int, sampling: Sampling, seed: int) -> None:
-        """Write a row's sampling parameters (plain scalar fills: no host-to-device copy)."""
+        """Write a row's sampling parameters (scalar fills and device ops: no host read). A
+        greedy row keeps one token by top-k: its argmax, whatever the other rules."""
         greedy = sampling.temperature <= 0
-        top_k = sampling.top_k if sampling.top_k and not greedy else self.vocab
-        top_p = sampling.top_p if not greedy else 1.0
+        top_k = 1 if greedy else min(sampling.top_k or self.vocab, self.vocab)
+        top_p = 1.0 if greedy else sampling.top_p
         self.temperature[row] = 1.0 if greedy else sampling.temperature
         self.sampled[row] = 0.0 if greedy else 1.0
-        self.top_k[row] = min(top_k, self.vocab)
+        self.top_k[row] = top_k
         self.top_p_cut[row] = 1.0 - top_p if top_p < 1.0 else NO_TOP_P
         self.penalty[row] = sampling.repetition_penalty
-        self.seed[row] = seed
+        self.key[row] = row_key(torch.tensor(seed, dtype=torch.int64)).to(self.key.device)
+        self._sorts[row] = top_p < 1.0 or top_k > TOP_K_WINDOW
