@@ -16,7 +16,6 @@ from qwen3_tts_server.db.session import make_engine, make_session_factory, upgra
 from qwen3_tts_server.engine.base import Engine, ModelUnavailable
 from qwen3_tts_server.engine.serving.loop import LoopConfig
 from qwen3_tts_server.engine.serving.scheduler import Scheduler
-from qwen3_tts_server.engine.step.sizing import default_rows
 from qwen3_tts_server.observability.metrics import Metrics
 from qwen3_tts_server.services.accounts import AccountService
 from qwen3_tts_server.services.billing import DiscountPolicy
@@ -62,7 +61,7 @@ def build_context(
 
     def make_scheduler(engine: Engine) -> Scheduler:
         config = LoopConfig(
-            slots=settings.engine_max_batch or default_rows(engine.info().device),
+            slots=settings.engine_slots(engine.info().device),
             reserve=settings.engine_reserve_slots,
             queue_max=settings.queue_max,
             user_queue_max=settings.user_queue_max,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qwen3_tts_server.engine.step.sizing import default_rows
 from qwen3_tts_server.values import Sampling
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,11 @@ class Settings(BaseSettings):
             repetition_penalty=self.sampling_repetition_penalty,
             seed=seed,
         )
+
+    def engine_slots(self, device: str) -> int:
+        """Slots per model the loop fills (ENGINE_MAX_BATCH, else the device's default); each
+        model's slot table has ENGINE_RESERVE_SLOTS rows more, for the reserve."""
+        return self.engine_max_batch or default_rows(device)
 
     @property
     def resolved_media_dir(self) -> Path:

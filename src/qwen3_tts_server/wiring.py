@@ -109,10 +109,11 @@ def engine_loader(settings: Settings) -> EngineLoader:
             dtype=settings.dtype,
             max_new_tokens_cap=settings.max_frames,
         )
+        slots = settings.engine_slots(stock.info().device)
         return StepEngine(
             stock,
             quant=settings.quant,
-            rows=settings.engine_max_batch,
+            rows=slots + settings.engine_reserve_slots,
             context=settings.engine_max_context,
         )
 
