@@ -62,7 +62,7 @@ from qwen3_tts_server.config import Settings
 from qwen3_tts_server.engine.base import Audio, Engine, EngineInfo, Item, Sampling
 from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.model.tiny import cached_models, make_tiny_models
-from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.step.stepper import Admission, Slot, StepEngine
 from stock_engine import StockEngine
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
@@ -97,12 +97,23 @@ class TimedEngine:
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         return self._inner.create_prompt(audio, transcript)
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    @property
+    def prefill_tokens(self) -> int:
+        return self._inner.prefill_tokens
+
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         started = time.perf_counter()
-        slot = self._inner.admit(item, sampling, budget)
+        admission = self._inner.prepare(item, sampling, budget)
         with self._lock:
             self.synth_seconds += time.perf_counter() - started
-        return slot
+        return admission
+
+    def prefill(self, admissions: Sequence[Admission]) -> list[Slot]:
+        started = time.perf_counter()
+        slots = self._inner.prefill(admissions)
+        with self._lock:
+            self.synth_seconds += time.perf_counter() - started
+        return slots
 
     def step(self, slots: Sequence[Slot]) -> None:
         started = time.perf_counter()

@@ -1,7 +1,8 @@
 """The step loop against stock qwen-tts, side by side in one run; prints one JSON object.
 
     .venv/bin/python bench/engine.py [--real-dims] [--data-dir data] [--dtype auto]
-        [--frames 40] [--long-frames 125] [--short-frames 25] [--slots 8] [--profile 1,16]
+        [--frames 40] [--long-frames 125] [--short-frames 25] [--slots 8]
+        [--profile 1,16 | --prefill]
 
 What it measures (issue "Engine v2", point 5), every text running to exactly its frame count
 (EOS disabled on both sides, as on the random real-dims model, where it never wins), so both
@@ -22,8 +23,10 @@ engines make the same frames:
   running call of `slots` texts (on average half of it), then ran it: T(call of slots) / 2 +
   T(short alone), both measured.
 `--profile 1,16` prints instead, per batch size, one step's torch ops and host syncs (torch
-profiler) and its wall time. Load average (1-minute, this process included) is reported: the
-machine is shared; compare the two engines only within one run. `--real-dims` uses the random
+profiler) and its wall time; `--prefill` prints admission's prefill per prompt kind, stock's
+`talker.forward` against the batched prefill (step/prefill.py) of one and of four prompts.
+Load average (1-minute, this process included) is reported: the machine is shared; compare
+the two engines only within one run. `--real-dims` uses the random
 model with the real 0.6B sizes (built once under DATA_DIR/models-real-0.6b, like
 bench/speed.py); default: the tiny models.
 """
@@ -49,7 +52,8 @@ from qwen3_tts_server.engine.model.stock_args import generate_kwargs
 from qwen3_tts_server.engine.model.tiny import cached_models
 from qwen3_tts_server.engine.serving.loop import LoopConfig
 from qwen3_tts_server.engine.serving.scheduler import Scheduler
-from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.step.reference import stock_forward
+from qwen3_tts_server.engine.step.stepper import Admission, Slot, StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 
 SAMPLING = Sampling()  # the server's defaults, unseeded
@@ -74,11 +78,18 @@ class Endless:
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         return self.inner.create_prompt(audio, transcript)
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
-        slot = self.inner.admit(item, sampling, budget)
-        # The talker may no longer pick EOS (it would also be no valid code to decode).
-        slot.lane.table.suppress[slot.row, slot.eos] = True
-        return slot
+    @property
+    def prefill_tokens(self) -> int:
+        return self.inner.prefill_tokens
+
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
+        return self.inner.prepare(item, sampling, budget)
+
+    def prefill(self, admissions: Sequence[Admission]) -> list[Slot]:
+        slots = self.inner.prefill(admissions)
+        for slot in slots:  # the talker may no longer pick EOS (it is no code to decode either)
+            slot.lane.table.suppress[slot.row, slot.eos] = True
+        return slots
 
     def step(self, slots: Sequence[Slot]) -> None:
         self.inner.step(slots)
@@ -233,7 +244,7 @@ def step_profile(stock: QwenEngine, item: Item, batches: Sequence[int]) -> dict[
     engine = Endless(StepEngine(stock, rows=max(batches)), 1000)
     out: dict[str, Any] = {}
     for batch in batches:
-        slots = [engine.admit(item, SAMPLING, 64) for _ in range(batch)]
+        slots = engine.prefill([engine.prepare(item, SAMPLING, 64) for _ in range(batch)])
         engine.step(slots)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             engine.step(slots)
@@ -248,6 +259,43 @@ def step_profile(stock: QwenEngine, item: Item, batches: Sequence[int]) -> dict[
             engine.release(slot)
         out[str(batch)] = {"aten_ops": ops, "host_syncs": syncs, "ms": round(seconds * 1000, 2)}
     return out
+
+
+def prefill_profile(stock: QwenEngine, rounds: int = 5) -> dict[str, Any]:
+    """Admission's prefill per prompt kind (x-vector: a short prompt; ICL: reference codes
+    and transcript): stock `talker.forward` of one prompt (what admission ran before) against
+    the batched prefill of one and of four, alternating, medians in ms. Prompt building is
+    the same for both and not included."""
+    engine = StepEngine(stock, rows=4)
+    out: dict[str, Any] = {}
+    for kind, transcript in (("xvec", None), ("icl", "A short reference sentence.")):
+        item = SynthItem(TEXT, "english", stock.create_prompt(_reference(), transcript))
+        admission = engine.prepare(item, SAMPLING, 8)
+        out[kind] = {"prompt_tokens": admission.tokens} | _prefill_times(engine, admission, rounds)
+    out["loadavg"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+@torch.inference_mode()
+def _prefill_times(engine: StepEngine, admission: Admission, rounds: int) -> dict[str, float]:
+    def ours(batch: int) -> None:
+        for slot in engine.prefill([admission] * batch):
+            engine.release(slot)
+
+    runs = {
+        "stock_b1": lambda: stock_forward(admission.lane.talker, admission.prompt),
+        "ours_b1": lambda: ours(1),
+        "ours_b4": lambda: ours(4),
+    }
+    for call in runs.values():
+        call()  # warm
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, call in runs.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return {f"{name}_ms": round(statistics.median(ts) * 1000, 1) for name, ts in times.items()}
 
 
 def _timed_job(scheduler: Scheduler, item: Item) -> float:
@@ -285,9 +333,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", default="", help="only the per-step profile at these batch sizes, e.g. 1,16"
     )
+    parser.add_argument("--prefill", action="store_true", help="only admission's prefill")
     args = parser.parse_args()
     dims = "real-0.6b" if args.real_dims else "tiny"
     base = cached_models(args.data_dir / f"models-{dims}", dims=dims).base
+    if args.prefill:
+        stock = QwenEngine.load(base, device="cpu", dtype=args.dtype)
+        print(json.dumps(prefill_profile(stock)))
+        return
     if args.profile:
         stock = QwenEngine.load(base, device="cpu", dtype=args.dtype)
         prompt = stock.create_prompt(_reference(), "A short reference sentence for the benchmark.")

@@ -1,7 +1,7 @@
 """Stock qwen-tts behind the step interface, for bench/api.py only: the server as it was.
 
 Why: the server's scheduler drives an `Engine` step by step (engine/step/stepper.py). To time the
-same HTTP path over stock qwen-tts, `admit` runs the whole stock `generate` for the one text
+same HTTP path over stock qwen-tts, `prefill` runs the whole stock `generate` for each text
 (`QwenEngine.stock_codes`, with stock's `max_new_tokens` = budget + 1) and `step` then hands
 its frames out one per call, so the loop decodes and delivers them as it does the step
 engine's. Each request is one stock call of one text: this is the old server for sequential
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from qwen3_tts_server.engine.base import EngineInfo, Item
 from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.serving.guard import EOS, LENGTH
-from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
+from qwen3_tts_server.engine.step.stepper import Admission, Slot, StepEngine
 from qwen3_tts_server.values import Audio, Sampling
 
 
@@ -24,8 +24,8 @@ class StockEngine:
 
     def __init__(self, stock: QwenEngine) -> None:
         self._stock = stock
-        # Only for its lanes' decoders: one row of a short context, no real slot table.
-        self._lanes = StepEngine(stock, prepack=False, rows=1, context=8)
+        # Only for `prepare` (its checks, as the server's) and its lanes' decoders: one row.
+        self._lanes = StepEngine(stock, prepack=False, rows=1)
         self._made: dict[int, int] = {}  # frames stock made, by id() of the slot holding them
 
     def info(self) -> EngineInfo:
@@ -41,12 +41,22 @@ class StockEngine:
     def warm_up(self) -> None:
         self._stock.warm_up()
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
-        call = self._stock.prepare([item])
-        [codes] = self._stock.stock_codes([item], sampling, budget + 1)
-        context = call.ref_codes[0]
+    @property
+    def prefill_tokens(self) -> int:
+        return 1  # one stock call per turn: the old server ran one call at a time
+
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
+        return self._lanes.prepare(item, sampling, budget)
+
+    def prefill(self, admissions: Sequence[Admission]) -> list[Slot]:
+        return [self._generate(admission) for admission in admissions]
+
+    def _generate(self, admission: Admission) -> Slot:
+        budget = admission.budget
+        [codes] = self._stock.stock_codes([admission.item], admission.sampling, budget + 1)
+        context = admission.context
         slot = Slot(
-            lane=self._lanes.lane(call.role),
+            lane=admission.lane,
             row=-1,  # stock sampled already: the slot holds no row
             seed=0,
             eos=-1,

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from support import admin_headers, reference_audio
 
 from qwen3_tts_server.engine.base import DesignItem, Engine, Item
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 from qwen3_tts_server.services.voices import coverage_phrase
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -40,13 +40,13 @@ class CountingEngine:
         self.prompts = 0
         self.designs = 0
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         with self.lock:
             if isinstance(item, DesignItem):
                 self.designs += 1
             else:
                 self.texts.append(item.text)
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def create_prompt(self, audio: Audio, transcript: str | None) -> bytes:
         with self.lock:

@@ -23,7 +23,7 @@ from qwen3_tts_server.engine.base import (
     Sampling,
 )
 from qwen3_tts_server.engine.serving.scheduler import Scheduler
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 
 #: Five sentences of under 20 characters: with CHUNK_MAX_CHARS=20 each is its own chunk, and
 #: with ENGINE_MAX_BATCH=1 they take the one slot in turn: chunk n is admitted (call n) only
@@ -48,7 +48,7 @@ class ScriptedEngine:
         self.holding = threading.Event()
         self.proceed = threading.Event()
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         self.calls += 1
         if self.calls == self.fail:
             raise InvalidInput(f"scripted failure of call {self.calls}")
@@ -56,7 +56,7 @@ class ScriptedEngine:
             self.holding.set()
             if not self.proceed.wait(HOLD_LIMIT_S):
                 raise EngineError("the test never released the held call")
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the real engine's."""

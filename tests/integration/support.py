@@ -228,12 +228,12 @@ class RecordingEngine:
         self.custom_items: list[Any] = []
         self.descriptions: list[str] = []
 
-    def admit(self, item: Any, sampling: Any, budget: int) -> Any:
+    def prepare(self, item: Any, sampling: Any, budget: int) -> Any:
         if isinstance(item, CustomItem):
             self.custom_items.append(item)
         elif isinstance(item, DesignItem):
             self.descriptions.append(item.description)
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

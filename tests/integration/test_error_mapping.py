@@ -25,7 +25,7 @@ from qwen3_tts_server.engine.base import (
     Runaway,
     ShuttingDown,
 )
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 from qwen3_tts_server.values import Sampling
 
 
@@ -36,7 +36,7 @@ class FailingEngine:
         self.inner = inner
         self.error = error
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         raise self.error
 
     def __getattr__(self, name: str) -> Any:

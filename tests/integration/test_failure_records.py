@@ -22,7 +22,7 @@ from streamkit import ScriptedEngine
 from support import AppFactory
 
 from qwen3_tts_server.engine.base import Engine, EngineInfo, Item
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 from qwen3_tts_server.values import Sampling
 
 #: FLAC holds no rate above 655 350 Hz: libsndfile refuses to write this one.
@@ -48,9 +48,9 @@ class OutOfMemoryEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         bytearray(1 << 62)  # far past any machine's memory: raises MemoryError at once
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

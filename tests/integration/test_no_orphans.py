@@ -26,7 +26,7 @@ from typing import Any
 from support import AppFactory, assert_no_orphans, clone_voice, media_files, new_user_key
 
 from qwen3_tts_server.engine.base import Engine, EngineError, Item
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 from qwen3_tts_server.storage.blobs import BlobStore
 from qwen3_tts_server.values import Sampling
 
@@ -46,13 +46,13 @@ class HoldingEngine:
     def hold_next(self) -> None:
         self.armed = True
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         if self.armed:
             self.armed = False
             self.holding.set()
             if not self.proceed.wait(HOLD_LIMIT_S):
                 raise EngineError("the test never released the held call")
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

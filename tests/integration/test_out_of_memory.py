@@ -30,6 +30,9 @@ class MemoryBoundEngine:
     """The session engine on a device with room for `fits` slots per step: a larger step
     raises `error`, as the device's allocator would. Records every step's size."""
 
+    #: A GPU's prefill budget (engine/step/sizing.py): texts arriving together start together.
+    prefill_tokens = 4096
+
     def __init__(self, inner: Engine, fits: int, error: BaseException) -> None:
         self.inner, self.fits, self.error = inner, fits, error
         self.steps: list[int] = []

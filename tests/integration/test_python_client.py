@@ -42,7 +42,7 @@ from qwen3_tts_client import (
 from qwen3_tts_client.errors import ApiError, retry_after_seconds
 from qwen3_tts_client.retry import RetryPolicy
 from qwen3_tts_server.engine.base import Engine, Item, QueueFull, Runaway, Sampling
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission
 
 
 @dataclass
@@ -213,11 +213,11 @@ class RefusingEngine:
         self.admissions = 0
         self.voice_id = 0  # the user's voice, set by the fixture
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         self.admissions += 1
         if self.admissions <= self.refusals:
             raise self.error
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

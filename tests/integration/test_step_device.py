@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from qwen3_tts_server.engine.base import SynthItem
 from qwen3_tts_server.engine.model.qwen import QwenEngine
-from qwen3_tts_server.engine.step import body, layers, noise, predictor, sampling
+from qwen3_tts_server.engine.step import body, layers, noise, predictor, prefill, sampling
 from qwen3_tts_server.engine.step.linear import CudaLinear
 from qwen3_tts_server.engine.step.stepper import Lane, StepEngine
 from qwen3_tts_server.values import Sampling
@@ -85,6 +85,20 @@ def test_the_step_runs_on_fake_accelerator_tensors(fake_lane: Lane, rows: int) -
     assert table.out.device.type == FAKE
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_the_prefill_runs_on_fake_accelerator_tensors(fake_lane: Lane, rows: int) -> None:
+    """Prompts of different lengths into any rows: what admission runs before a row's steps."""
+    table = fake_lane.table
+    width = table.hidden.shape[1]
+    prompts = [
+        torch.empty(1, 5 + 2 * i, width, dtype=fake_lane.dtype, device=FAKE) for i in range(rows)
+    ]
+    index = torch.empty(rows, dtype=torch.int64, device=FAKE)  # no values: fake
+    lengths = torch.empty(rows, dtype=torch.int64, device=FAKE)
+    logits = prefill.prefill_rows(fake_lane, table, index, prompts, lengths)
+    assert logits.device.type == FAKE and logits.shape == (rows, table.vocab)
+
+
 def test_fake_tensors_catch_a_cpu_tensor_and_a_host_read(fake_lane: Lane) -> None:
     """The guard itself: what broke the first GPU run fails here too."""
     table = fake_lane.table
@@ -99,11 +113,13 @@ AUDITED: list[Any] = [
     body,
     sampling,
     noise,
+    prefill,
     predictor.predictor_logits,
     layers.DecoderLayer.qkv_heads,
     layers.DecoderLayer.finish,
     layers.DecoderLayer.step_rows,
     layers.DecoderLayer.step_shared,
+    layers.DecoderLayer.prefill,
     layers.apply_rope,
     layers.rotate_half,
 ]

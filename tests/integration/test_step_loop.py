@@ -27,7 +27,7 @@ from qwen3_tts_server.engine.serving.loop import LoopConfig
 from qwen3_tts_server.engine.serving.scheduler import Scheduler
 from qwen3_tts_server.engine.step import stepper
 from qwen3_tts_server.engine.step.stepper import StepEngine
-from qwen3_tts_server.values import Sampling
+from qwen3_tts_server.values import Audio, Sampling
 
 FRAME = 1920
 GREEDY = Sampling(temperature=0)
@@ -179,6 +179,76 @@ def test_a_short_request_runs_beside_a_batch_that_fills_every_slot(
         assert len((await big).chunks) == 12
 
     asyncio.run(race())
+
+
+class PrefillLog:
+    """The real engine with a chosen prefill budget, noting the texts of every prefill and
+    refusing to prepare the texts in `refuse` (as it refuses bad input)."""
+
+    def __init__(self, inner: StepEngine, prefill_tokens: int, refuse: set[str]) -> None:
+        self.inner, self.prefill_tokens, self.refuse = inner, prefill_tokens, refuse
+        self.batches: list[list[str]] = []
+
+    def prepare(self, item: Any, sampling: Sampling, budget: int) -> stepper.Admission:
+        if item.text in self.refuse:
+            raise InvalidInput(f"scripted refusal of {item.text!r}")
+        return self.inner.prepare(item, sampling, budget)
+
+    def prefill(self, admissions: Any) -> list[stepper.Slot]:
+        self.batches.append([admission.item.text for admission in admissions])
+        return self.inner.prefill(admissions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _run_logged(
+    engine: StepEngine,
+    texts: list[str],
+    prefill_tokens: int,
+    refuse: frozenset[str] = frozenset(),
+    config: LoopConfig | None = None,
+) -> tuple[PrefillLog, Any]:
+    """One job of `texts` through a loop over PrefillLog; its result or its error."""
+    log = PrefillLog(engine, prefill_tokens, set(refuse))
+    scheduler = Scheduler(log, config or LoopConfig(), job_timeout_s=120)  # type: ignore[arg-type]
+    scheduler.start()
+    prompt = engine.create_prompt(Audio(np.zeros(16000, dtype=np.float32), 16000), None)
+    job = [SynthItem(text, "english", prompt) for text in texts]
+    try:
+        try:
+            outcome: Any = asyncio.run(scheduler.generate(job, GREEDY, user=1))
+        except InvalidInput as exc:
+            outcome = exc
+        assert engine.lane("base").table.free_rows == 8  # nothing held after the job
+    finally:
+        scheduler.shutdown(drain_s=0)
+    return log, outcome
+
+
+@pytest.mark.parametrize("tokens", [1, 100_000])
+def test_a_turn_prefills_its_arrivals_together_within_its_token_budget(
+    engine: StepEngine, tokens: int
+) -> None:
+    texts = [f"Sentence number {i} to speak." for i in range(5)]
+    log, result = _run_logged(engine, texts, tokens)
+    assert len(result.chunks) == 5
+    sizes = [len(batch) for batch in log.batches]
+    assert sorted(text for batch in log.batches for text in batch) == sorted(texts)
+    if tokens == 1:  # at least one request a turn, and no more once its prompt fills the budget
+        assert sizes == [1] * 5
+    else:  # five prompts prepared in well under a turn's time start in one batch
+        assert max(sizes) > 1, sizes
+        # ... as many as the user may hold: 2 of 2 slots (the third is kept for other users)
+        log, _ = _run_logged(engine, texts, tokens, config=LoopConfig(slots=2, reserve=1))
+        assert max(len(batch) for batch in log.batches) == 2
+
+
+def test_a_job_refused_on_a_later_chunk_prefills_none_of_its_chunks(engine: StepEngine) -> None:
+    texts = ["First sentence.", "Second sentence.", "Refused sentence.", "Fourth sentence."]
+    log, error = _run_logged(engine, texts, 100_000, refuse=frozenset({"Refused sentence."}))
+    assert isinstance(error, InvalidInput) and "scripted refusal" in str(error)
+    assert log.batches == []  # its earlier chunks were prepared, never prefilled
 
 
 def test_a_caller_who_leaves_has_its_work_withdrawn_between_steps(

@@ -21,7 +21,7 @@ from support import AppFactory, clone_voice, new_user_key
 
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.engine.base import Engine, Item
-from qwen3_tts_server.engine.step.stepper import Slot
+from qwen3_tts_server.engine.step.stepper import Admission, Slot
 from qwen3_tts_server.values import Sampling
 
 
@@ -96,11 +96,11 @@ class HeldEngine:
         self.holding = threading.Event()
         self.proceed = threading.Event()
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
         if not self.holding.is_set():
             self.holding.set()
             self.proceed.wait(60)
-        return self.inner.admit(item, sampling, budget)
+        return self.inner.prepare(item, sampling, budget)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

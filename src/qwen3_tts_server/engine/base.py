@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from qwen3_tts_server.values import Audio, Sampling
 
 if TYPE_CHECKING:  # the engine's own slot type; base.py stays free of model code
-    from qwen3_tts_server.engine.step.stepper import Slot
+    from qwen3_tts_server.engine.step.stepper import Admission, Slot
 
 #: Languages qwen-tts understands ("auto" means: no language id, the model decides).
 LANGUAGES: tuple[str, ...] = (
@@ -130,8 +130,9 @@ class Engine(Protocol):
     """The step interface the scheduler drives (`StepEngine` is the real one). Not thread-safe:
     the scheduler's inference thread is its only caller.
 
-    A request is admitted into a slot (its prompt prefilled), stepped one 80 ms frame at a
-    time together with every other active slot, and released when it has finished.
+    A request is prepared (its prompt built), admitted into a slot (prefilled together with
+    the others of its turn), stepped one 80 ms frame at a time together with every other active
+    slot, and released when it has finished.
     """
 
     def info(self) -> EngineInfo: ...
@@ -148,8 +149,19 @@ class Engine(Protocol):
         """
         ...
 
-    def admit(self, item: Item, sampling: Sampling, budget: int) -> Slot:
-        """Prefill one request into a new slot that may make up to `budget` frames."""
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt positions the loop prefills per turn (at least one request): what a burst
+        of arrivals may stall the running streams by."""
+        ...
+
+    def prepare(self, item: Item, sampling: Sampling, budget: int) -> Admission:
+        """Build one request's prompt for a slot that may make up to `budget` frames; raises
+        for bad input."""
+        ...
+
+    def prefill(self, admissions: Sequence[Admission]) -> list[Slot]:
+        """Prefill prepared requests into new slots, together (all or none)."""
         ...
 
     def step(self, slots: Sequence[Slot]) -> None:

@@ -41,6 +41,7 @@ from qwen3_tts_server.engine.serving.codec import Codec, StreamDecoder
 from qwen3_tts_server.engine.serving.guard import CANCELLED, LENGTH, GuardPolicy, RunawayWatch
 from qwen3_tts_server.engine.serving.jobs import Chunk, Job
 from qwen3_tts_server.engine.serving.memory import LoadShedder, OutOfMemory, is_out_of_memory
+from qwen3_tts_server.engine.step.stepper import Admission, Slot
 
 log = logging.getLogger(__name__)
 _EWMA_ALPHA = 0.2
@@ -280,21 +281,44 @@ class StepLoop:
             self.stats.seconds["admit"] += time.perf_counter() - started
 
     def _admit_until(self, deadline: float) -> None:
-        while time.perf_counter() < deadline and len(self._active) < self.shedder.limit():
+        """Prepare waiting chunks until the deadline, the free slots or the turn's prefill
+        tokens run out, then prefill them together (one batched forward per model)."""
+        pending: list[tuple[Chunk, Admission]] = []
+        tokens = 0
+        while (
+            time.perf_counter() < deadline
+            and len(self._active) + len(pending) < self.shedder.limit()
+            and tokens < self.engine.prefill_tokens
+        ):
             with self._cond:
                 held = Counter(chunk.job.user for chunk in self._active)
+                held.update(chunk.job.user for chunk, _ in pending)
                 job = self._queue.pick(dict(held))
                 if job is None:
-                    return
+                    break
                 chunk = job.take()
             try:
-                self._start(chunk)
+                # Unseeded slots draw a fresh random seed, so a retry is a new attempt.
+                admission = self.engine.prepare(chunk.item, job.sampling, chunk.budget)
             except Exception as exc:
                 self._fail(job, exc)
+                continue
+            pending.append((chunk, admission))
+            tokens += admission.tokens
+        # a job that failed on a later chunk's prepare takes its earlier chunks with it
+        pending = [(chunk, adm) for chunk, adm in pending if not chunk.job.future.done()]
+        if not pending:
+            return
+        try:
+            slots = self.engine.prefill([admission for _, admission in pending])
+        except Exception as exc:
+            for job in dict.fromkeys(chunk.job for chunk, _ in pending):
+                self._fail(job, exc)
+            return
+        for (chunk, _), slot in zip(pending, slots, strict=True):
+            self._start(chunk, slot)
 
-    def _start(self, chunk: Chunk) -> None:
-        # Unseeded slots draw a fresh random seed, so a retry is a new attempt.
-        slot = self.engine.admit(chunk.item, chunk.job.sampling, chunk.budget)
+    def _start(self, chunk: Chunk, slot: Slot) -> None:
         if chunk.job.started is None:
             chunk.job.started = time.perf_counter()
         chunk.slot = slot

@@ -61,9 +61,8 @@ def step_rows(lane: Any, table: SlotTable, n: int, span: int, *, window: bool = 
     e = e + torch.where(in_text, text, table.pad[:n].unsqueeze(1))
 
     position = table.length[:n].clamp(max=table.context - 1)
-    rope_at = (position + table.rope_delta[:n]).clamp(0, lane.rope_cos.shape[0] - 1)
-    cos = lane.rope_cos[rope_at].view(n, 1, 1, -1)
-    sin = lane.rope_sin[rope_at].view(n, 1, 1, -1)
+    cos = lane.rope_cos[position].view(n, 1, 1, -1)
+    sin = lane.rope_sin[position].view(n, 1, 1, -1)
     visible = torch.arange(span, device=position.device) <= position.unsqueeze(1)
     mask = visible.view(n, 1, 1, span)
     h = e

@@ -185,6 +185,25 @@ class DecoderLayer:
         )
         return self.finish(h, attn.reshape(batch, heads, 1, dim))
 
+    def prefill(
+        self,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """A whole prompt per row (h: (B, L, H), right-padded to the longest); row i's K/V go
+        to keys/values[rows[i]] at positions [0, L). Causal attention over the prompt itself,
+        as stock's prefill calls it: a real position sees only earlier positions, all real, so
+        padding needs no mask."""
+        q, k, v = self.qkv_heads(h, cos, sin)
+        length = h.shape[1]
+        keys[rows, :, :length] = k
+        values[rows, :, :length] = v
+        return self.finish(h, self.attend(q, k, v, length > 1))
+
     def step_shared(
         self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KV, start: int
     ) -> torch.Tensor:

@@ -10,11 +10,13 @@ bench/gpu_check.py compare the step's logits with them (README "Reproducibility"
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers.cache_utils import DynamicCache
 
 from qwen3_tts_server.engine.base import Item
-from qwen3_tts_server.engine.model.inputs import capture_prompt
+from qwen3_tts_server.engine.model.inputs import TalkerPrompt, capture_prompt
 from qwen3_tts_server.engine.model.qwen import QwenEngine
 from qwen3_tts_server.engine.model.stock_args import generate_kwargs
 from qwen3_tts_server.values import Sampling
@@ -40,8 +42,19 @@ def reference_logits(stock: QwenEngine, item: Item, frames: torch.Tensor) -> tor
         [text[k] if k < text.shape[0] else prompt.pad[0, 0] for k in range(codes.shape[0])]
     )
     embeds = torch.cat([prompt.embeds, (fed + after).unsqueeze(0)], dim=1)
+    out = stock_forward(talker, prompt, embeds)
+    start = prompt.embeds.shape[1]
+    return out.logits[0, start:, :].float()
+
+
+def stock_forward(talker: Any, prompt: TalkerPrompt, embeds: torch.Tensor | None = None) -> Any:
+    """Stock `talker.forward` over `embeds` (default: the prompt alone), from an empty cache:
+    what admission ran before the batched prefill (step/prefill.py). Its output holds the
+    logits, `past_hidden` and the filled `past_key_values`."""
+    embeds = prompt.embeds if embeds is None else embeds
     length = embeds.shape[1]
-    out = talker.forward(
+    device = embeds.device
+    return talker.forward(
         inputs_embeds=embeds,
         attention_mask=torch.ones(1, length, dtype=torch.long, device=device),
         past_key_values=DynamicCache(),
@@ -50,5 +63,3 @@ def reference_logits(stock: QwenEngine, item: Item, frames: torch.Tensor) -> tor
         trailing_text_hidden=prompt.trailing,
         tts_pad_embed=prompt.pad,
     )
-    start = prompt.embeds.shape[1]
-    return out.logits[0, start:, :].float()

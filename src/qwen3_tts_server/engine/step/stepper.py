@@ -1,11 +1,12 @@
 """The step engine: requests join and leave a decode loop between steps (continuous batching).
 
-The scheduler drives three calls:
+The scheduler drives these calls:
 
-* `admit(item, sampling, budget)` builds the talker prompt with qwen-tts's own input code
-  (inputs.py), prefills it through the stock talker forward (so the prompt's K/V are exactly
-  stock's), writes the K/V and the request's state into a free row of the model's slot table
-  (step/table.py) and picks the first talker token;
+* `prepare(item, sampling, budget)` builds the talker prompt with qwen-tts's own input code
+  (inputs.py); `prefill(admissions)` takes a free row of the model's slot table (step/table.py)
+  for each, runs their prompts through the talker in one batched forward of the step's own
+  layers (step/prefill.py: K/V straight into the rows), writes each request's state and picks
+  its first talker token (`admit` is both for one request);
 * `step(slots)` advances every slot by one 80 ms frame: per model, one batched step for all of
   its rows (step/body.py), replayed from a CUDA graph on GPUs (step/graphs.py), then one small
   copy of the rows' new codes and finish flags to the host: the only host read of a step;
@@ -29,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.cache_utils import DynamicCache
 
 from qwen3_tts_server.engine.base import (
     CustomItem,
@@ -48,7 +48,8 @@ from qwen3_tts_server.engine.step.body import BUDGET_USED, CHOSE_EOS, first_toke
 from qwen3_tts_server.engine.step.graphs import StepGraphs
 from qwen3_tts_server.engine.step.layers import DecoderLayer, multimodal_rope
 from qwen3_tts_server.engine.step.linear import LinearFactory, linear_factory
-from qwen3_tts_server.engine.step.sizing import DEFAULT_CONTEXT, default_rows
+from qwen3_tts_server.engine.step.prefill import prefill_rows
+from qwen3_tts_server.engine.step.sizing import DEFAULT_CONTEXT, default_rows, prefill_tokens
 from qwen3_tts_server.engine.step.table import TEXT_CAPACITY, SlotTable
 from qwen3_tts_server.values import Audio, Sampling
 
@@ -102,7 +103,7 @@ class Lane:
         pcfg = predictor.config
         self.predictor_kv_shape = (pcfg.num_key_value_heads, self.groups + 1, pcfg.head_dim)
         self.kv_shape = (self.config.num_key_value_heads, self.config.head_dim)
-        self.rope_cos, self.rope_sin = self._rope_table(context + ROPE_MARGIN, probe)
+        self.rope_cos, self.rope_sin = self._rope_table(context, probe)
         self.codec = Codec(model.model.speech_tokenizer)
         self.table = SlotTable(self, rows, context, keep_logits=keep_logits)
         self.graphs: StepGraphs | None = None
@@ -130,10 +131,6 @@ class Lane:
         self.graphs = StepGraphs(self.table, lambda n, span: step_rows(self, self.table, n, span))
 
 
-#: Rope table positions beyond the K/V context (a prompt's rope delta shifts its positions).
-ROPE_MARGIN = 256
-
-
 @dataclass(eq=False)
 class Slot:
     """One request in the loop: its row, the host's copy of its frames, its finish reason."""
@@ -158,6 +155,24 @@ class Slot:
         return self.finish is not None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A request whose prompt is built (`StepEngine.prepare`), waiting for its prefill."""
+
+    item: Item
+    lane: Lane
+    prompt: TalkerPrompt
+    sampling: Sampling
+    budget: int
+    seed: int
+    context: torch.Tensor | None  # ICL reference codes (decoder left context)
+
+    @property
+    def tokens(self) -> int:
+        """Prompt positions its prefill runs."""
+        return int(self.prompt.embeds.shape[1])
+
+
 class StepEngine:
     """The step interface over a loaded `QwenEngine` (which keeps the stock path as reference)."""
 
@@ -177,6 +192,7 @@ class StepEngine:
         info = engine.info()
         device = "cuda" if info.device.startswith("cuda") else info.device
         rows = rows or default_rows(device)
+        self.prefill_tokens = prefill_tokens(device)
         self.context = context
         self._lanes: dict[str, Lane] = {}
         roles = ["base"] + [
@@ -240,11 +256,18 @@ class StepEngine:
             self.release(slot)
         log.info("engine warm in %.1f s", time.perf_counter() - started)
 
-    @torch.inference_mode()
     def admit(
         self, item: Item, sampling: Sampling, budget: int, *, seed: int | None = None
     ) -> Slot:
-        """Prefill one request into a free row that may produce up to `budget` frames.
+        """Prepare and prefill one request (`prepare`, then `prefill` of it alone)."""
+        [slot] = self.prefill([self.prepare(item, sampling, budget, seed=seed)])
+        return slot
+
+    @torch.inference_mode()
+    def prepare(
+        self, item: Item, sampling: Sampling, budget: int, *, seed: int | None = None
+    ) -> Admission:
+        """Build one request's talker prompt, for a row that may produce up to `budget` frames.
 
         `seed` overrides `sampling.seed` (a retry's new seed); unseeded slots draw a random one.
         Raises what `QwenEngine.prepare` raises for bad input (InvalidInput, PromptMismatch,
@@ -254,13 +277,20 @@ class StepEngine:
         if budget < 1:
             raise ValueError("a slot needs a budget of at least one frame")
         call = self.engine.prepare([item])
-        lane = self._lanes[call.role]
         kwargs = generate_kwargs(sampling, budget + 1)
         with as_invalid_input():
             prompt = capture_prompt(call.model, lambda _: call.run(kwargs))
         self._check_fits(prompt, budget)
         seed = sampling.seed if seed is None else seed
-        return self._prefill(lane, prompt, sampling, budget, seed, call.ref_codes[0])
+        return Admission(
+            item=item,
+            lane=self._lanes[call.role],
+            prompt=prompt,
+            sampling=sampling,
+            budget=budget,
+            seed=random_seed() if seed is None else seed,
+            context=call.ref_codes[0],
+        )
 
     def _check_fits(self, prompt: TalkerPrompt, budget: int) -> None:
         needed = prompt.embeds.shape[1] + budget + 1
@@ -272,64 +302,71 @@ class StepEngine:
         if prompt.trailing.shape[1] > TEXT_CAPACITY:
             raise InvalidInput(f"a text chunk may have at most {TEXT_CAPACITY} tokens")
 
-    def _prefill(
-        self,
-        lane: Lane,
-        prompt: TalkerPrompt,
-        sampling: Sampling,
-        budget: int,
-        seed: int | None,
-        context: torch.Tensor | None,
-    ) -> Slot:
-        talker, table = lane.talker, lane.table
-        embeds = prompt.embeds
-        length = embeds.shape[1]
-        cache = DynamicCache()
-        out = talker.forward(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(1, length, dtype=torch.long, device=lane.device),
-            past_key_values=cache,
-            use_cache=True,
-            cache_position=torch.arange(length, device=lane.device),
-            trailing_text_hidden=prompt.trailing,
-            tts_pad_embed=prompt.pad,
-            output_hidden_states=False,
-        )
-        row = table.take()
+    @torch.inference_mode()
+    def prefill(self, admissions: Sequence[Admission]) -> list[Slot]:
+        """Take a free row for each prepared request and prefill them, one batched forward per
+        model (step/prefill.py); slots in the order given. All or nothing: on an error no row
+        stays held."""
+        by_lane: dict[str, list[int]] = {}
+        for i, admission in enumerate(admissions):
+            by_lane.setdefault(admission.lane.role, []).append(i)
+        slots: dict[int, Slot] = {}
         try:
-            for (keys, values), layer in zip(table.kv, cache.layers, strict=True):
-                assert layer.keys is not None and layer.values is not None
-                keys[row, :, :length] = layer.keys[0]
-                values[row, :, :length] = layer.values[0]
-            seed = random_seed() if seed is None else seed
-            text = prompt.trailing.shape[1]
-            table.hidden[row] = out.past_hidden[0, -1]
-            table.length[row] = length
-            table.rope_delta[row] = talker.rope_deltas.reshape(-1)[0]
-            table.count[row] = 0
-            table.budget[row] = budget
-            table.text[row, :text] = prompt.trailing[0]
-            table.text_length[row] = text
-            table.pad[row] = prompt.pad[0, 0]
-            table.eos[row] = prompt.eos
-            table.seen[row] = False
-            table.suppress[row] = False
-            table.suppress[row, list(prompt.suppress)] = True
-            table.set_sampling(row, sampling, seed)
-            first_token(table, row, out.logits[:, -1, :].to(dtype=torch.float32))
+            for members in by_lane.values():
+                batch = [admissions[i] for i in members]
+                for i, slot in zip(members, self._prefill_lane(batch), strict=True):
+                    slots[i] = slot
         except BaseException:
-            table.give_back(row)  # nothing of a failed admission stays held
+            for slot in slots.values():
+                self.release(slot)
             raise
-        return Slot(
-            lane=lane,
-            row=row,
-            seed=seed,
-            eos=prompt.eos,
-            budget=budget,
-            position=length,
-            codes=torch.empty(budget, lane.groups, dtype=torch.long),
-            context=None if context is None else context.cpu(),
-        )
+        return [slots[i] for i in range(len(admissions))]
+
+    def _prefill_lane(self, admissions: list[Admission]) -> list[Slot]:
+        lane = admissions[0].lane
+        table = lane.table
+        if len(admissions) > table.free_rows:
+            raise RuntimeError("more admissions than free slot rows; the loop admits fewer")
+        rows = [table.take() for _ in admissions]
+        try:
+            for row, admission in zip(rows, admissions, strict=True):
+                prompt = admission.prompt
+                text = prompt.trailing.shape[1]
+                table.count[row] = 0
+                table.budget[row] = admission.budget
+                table.text[row, :text] = prompt.trailing[0]
+                table.text_length[row] = text
+                table.pad[row] = prompt.pad[0, 0]
+                table.eos[row] = prompt.eos
+                table.seen[row] = False
+                table.suppress[row] = False
+                table.suppress[row, list(prompt.suppress)] = True
+                table.set_sampling(row, admission.sampling, admission.seed)
+            prompts = [admission.prompt.embeds for admission in admissions]
+            index = torch.tensor(rows, device=lane.device)
+            lengths = torch.tensor(
+                [admission.tokens for admission in admissions], device=lane.device
+            )
+            logits = prefill_rows(lane, table, index, prompts, lengths)
+            for i, row in enumerate(rows):
+                first_token(table, row, logits[i : i + 1])
+        except BaseException:
+            for row in rows:
+                table.give_back(row)  # nothing of a failed admission stays held
+            raise
+        return [
+            Slot(
+                lane=lane,
+                row=row,
+                seed=admission.seed,
+                eos=admission.prompt.eos,
+                budget=admission.budget,
+                position=admission.prompt.embeds.shape[1],
+                codes=torch.empty(admission.budget, lane.groups, dtype=torch.long),
+                context=None if admission.context is None else admission.context.cpu(),
+            )
+            for row, admission in zip(rows, admissions, strict=True)
+        ]
 
     @torch.inference_mode()
     def step(self, slots: Sequence[Slot]) -> None:

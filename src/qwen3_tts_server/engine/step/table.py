@@ -45,7 +45,6 @@ class SlotTable:
         self.token = zeros(rows)  # the talker token whose frame the next step completes
         self.hidden = zeros(rows, hidden, kind=dtype)  # the talker's last hidden state
         self.length = zeros(rows)  # tokens in K/V = the next token's cache position
-        self.rope_delta = zeros(rows)
         self.count = zeros(rows)  # frames made so far
         self.budget = zeros(rows)
         self.text = zeros(rows, TEXT_CAPACITY, hidden, kind=dtype)  # trailing text embeddings
