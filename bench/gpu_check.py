@@ -7,7 +7,8 @@ Runs on CPU too (the dry run before a GPU session: `--dims tiny --device cpu --r
 --batches 1,8,16`). Random weights at the preset's sizes (models built once under DATA_DIR):
 
 * `warm_up_s`: StepEngine.warm_up, the capture of every (rows, span) graph bucket included;
-* `admission_ms`: one admission and its parts (item checks, prompt building, prefill);
+* `admission_ms`: admission's parts (item checks and prompt building, the prefill of one
+  prompt, of 8 and of 32 in one batch);
 * `sync_check`: 20 steps of 4 rows under `torch.cuda.set_sync_debug_mode("error")` (CUDA only):
   "ok" or the error of the first implicit host sync;
 * `step_ms[B]`: mean wall time of one step of B rows (EOS suppressed so every row runs), host
@@ -36,9 +37,7 @@ import numpy as np
 import torch
 
 from qwen3_tts_server.engine.base import SynthItem
-from qwen3_tts_server.engine.model.inputs import capture_prompt
 from qwen3_tts_server.engine.model.qwen import QwenEngine
-from qwen3_tts_server.engine.model.stock_args import generate_kwargs
 from qwen3_tts_server.engine.model.tiny import cached_models
 from qwen3_tts_server.engine.step.reference import reference_logits
 from qwen3_tts_server.engine.step.stepper import Slot, StepEngine
@@ -97,37 +96,30 @@ def step_times(
     return out
 
 
-def _run_stock(run: Callable[[dict[str, Any]], object], kwargs: dict[str, Any], _: Any) -> None:
-    run(kwargs)
-
-
-def admission_ms(
-    stock: QwenEngine, engine: StepEngine, item: SynthItem, n: int = 16
-) -> dict[str, float]:
-    """Mean ms of one admission, and of its parts: checking the item and decoding the stored
-    prompt (`prepare`), qwen-tts's prompt building (`prompt`), and the rest (`prefill`: the
-    stock talker prefill, the K/V copy into the slot's row, the row's state, the first token)."""
+def admission_ms(engine: StepEngine, item: SynthItem, n: int = 16) -> dict[str, float]:
+    """Mean ms of admission's parts: `prepare` (item checks, the stored prompt, qwen-tts's
+    prompt building), `prefill` of that one prompt (step/prefill.py, the row's state, the first
+    token), and `prefill_xK`: K prompts in one batch, what a burst of K arrivals costs a turn."""
     device = engine.lane("base").device
-    parts = {"prepare": 0.0, "prompt": 0.0, "total": 0.0}
-    kwargs = generate_kwargs(Sampling(), 51)
-    for _ in range(n):
+    free = engine.lane("base").table.free_rows
+    times: dict[str, float] = {}
+
+    def timed(name: str, run: Callable[[], Any]) -> Any:
         _sync(device)
         started = time.perf_counter()
-        call = stock.prepare([item])
+        out = run()
         _sync(device)
-        prepared = time.perf_counter()
-        capture_prompt(call.model, functools.partial(_run_stock, call.run, kwargs))
-        _sync(device)
-        prompted = time.perf_counter()
-        slot = engine.admit(item, Sampling(), 50)
-        _sync(device)
-        parts["prepare"] += prepared - started
-        parts["prompt"] += prompted - prepared
-        parts["total"] += time.perf_counter() - prompted
-        engine.release(slot)
-    mean = {key: value * 1000 / n for key, value in parts.items()}
-    mean["prefill"] = mean["total"] - mean["prepare"] - mean["prompt"]
-    return {key: round(value, 2) for key, value in mean.items()}
+        times[name] = times.get(name, 0.0) + time.perf_counter() - started
+        return out
+
+    for _ in range(n):
+        admission = timed("prepare", lambda: engine.prepare(item, Sampling(), 50))
+        for k in (1, 8, 32):
+            if k <= free:
+                name = "prefill" if k == 1 else f"prefill_x{k}"
+                for slot in timed(name, functools.partial(engine.prefill, [admission] * k)):
+                    engine.release(slot)
+    return {key: round(value * 1000 / n, 2) for key, value in times.items()}
 
 
 def sync_check(engine: StepEngine, item: SynthItem) -> str:
@@ -225,7 +217,7 @@ def main() -> None:
     }
     item = SynthItem(TEXT, "english", stock.create_prompt(_tone(), "A tone for the benchmark."))
     result["sync_check"] = sync_check(engine, item)
-    result["admission_ms"] = admission_ms(stock, engine, item)
+    result["admission_ms"] = admission_ms(engine, item)
     result |= step_times(engine, item, batches, args.steps)
     del engine
     checker = StepEngine(stock, rows=16, context=args.context, keep_logits=True)
