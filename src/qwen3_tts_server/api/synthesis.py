@@ -14,7 +14,7 @@ from qwen3_tts_server.api.speech_responses import (
     timed_stream_response,
 )
 from qwen3_tts_server.errors import BadRequest
-from qwen3_tts_server.schemas import TimedSpeechOut, TTSRequest
+from qwen3_tts_server.schemas import BatchTTSRequest, SpeechBody, TimedSpeechOut, TTSRequest
 from qwen3_tts_server.services.speech import SpeechRequest
 
 router = APIRouter(tags=["synthesis"], route_class=DocumentedRoute)
@@ -22,7 +22,7 @@ router = APIRouter(tags=["synthesis"], route_class=DocumentedRoute)
 _AUDIO = {"content": {"audio/*": {}}, "description": "The audio file"}
 
 
-def _speech_request(body: TTSRequest) -> SpeechRequest:
+def _speech_request(body: SpeechBody) -> SpeechRequest:
     return SpeechRequest(
         voice_id=body.voice_id,
         language=body.language,
@@ -104,7 +104,7 @@ async def tts_timestamps(body: TTSRequest, caller: CurrentUser, context: Context
     responses={200: {"content": {"application/zip": {}}, "description": "ZIP"}},
     summary="Many texts to speech, as a ZIP",
 )
-async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
+async def batch_tts(body: BatchTTSRequest, caller: CurrentUser, context: Context) -> Response:
     """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
     it stood before this batch (X-Batch-Discount-Used); the items' tokens add up to the total.

@@ -44,8 +44,11 @@ def _summary(voice: VoiceView) -> VoiceOut:
 async def clone_voice(
     caller: CurrentUser,
     context: Context,
-    name: Annotated[Text, Form(max_length=128)],
-    transcript: Annotated[Text, Form(description="Exactly what the reference audio says.")],
+    # min_length: FastAPI takes an empty form field for a missing one (422); say so.
+    name: Annotated[Text, Form(min_length=1, max_length=128)],
+    transcript: Annotated[
+        Text, Form(min_length=1, description="Exactly what the reference audio says.")
+    ],
     file: Annotated[UploadFile, File(description="WAV, MP3, OGG (Vorbis/Opus) or FLAC")],
     language: Annotated[Text, Form()] = "auto",
 ) -> VoiceCreatedOut:
