@@ -36,6 +36,7 @@ def test_every_operation_is_documented_with_auth_and_errors(client: TestClient) 
         assert op.get("security"), f"{where} does not declare its bearer auth"
         if path.startswith("/v1/"):  # OpenAI's codes and body: every key failure is a 401
             assert "401" in op["responses"] and "403" not in op["responses"], where
+            assert "422" not in op["responses"], where  # validation errors are 400s there
             content = op["responses"]["401"]["content"]["application/json"]
             assert content["schema"]["$ref"].endswith("/OpenAIError"), where
             continue
