@@ -54,17 +54,16 @@ _RETRY_AFTER = {
 }
 
 # Causes shared by many routes. FastAPI adds 422 (validation) to every route with parameters.
-#: The caller's key is checked against the database (503: the database is down).
-USER = (401, 403, 503)
-#: The admin token is checked; the route reads or writes the database.
-ADMIN = (401, 403, 503)
+#: A route that takes an API key or the admin token (401: none sent; 403: a wrong one) and uses
+#: the database (503: it is down).
+CALLER = (401, 403, 503)
 #: A body that does not parse (400) or passes the size limit (413).
 BODY = (400, 413)
 #: Work for the model: charged (402), queued (429), run (503: not loaded, shutting down, out of
 #: memory, a text the model never finishes).
 MODEL = (402, 429, 503)
 #: Speech in a voice: one of yours (404) made by this model (409), or a preset speaker.
-SPEECH = (*USER, *BODY, *MODEL, 404, 409)
+SPEECH = (*CALLER, *BODY, *MODEL, 404, 409)
 
 #: Error statuses by endpoint function name.
 ERRORS: dict[str, tuple[int, ...]] = {
@@ -73,30 +72,30 @@ ERRORS: dict[str, tuple[int, ...]] = {
     "metrics": (),
     "playground": (),
     "favicon": (),
-    "create_user": (*ADMIN, *BODY),
-    "get_users": ADMIN,
-    "disable_user": (*ADMIN, 404),
-    "enable_user": (*ADMIN, 404),
-    "get_keys": (*ADMIN, 404),
-    "revoke_key": (*ADMIN, 404),
-    "create_invite": (*ADMIN, 404),
+    "create_user": (*CALLER, *BODY),
+    "get_users": CALLER,
+    "disable_user": (*CALLER, 404),
+    "enable_user": (*CALLER, 404),
+    "get_keys": (*CALLER, 404),
+    "revoke_key": (*CALLER, 404),
+    "create_invite": (*CALLER, 404),
     "exchange_invite": (*BODY, 403, 503),
     # 403 also when the voice limit is reached; 413 also when the storage limit is.
-    "clone_voice": (*USER, *BODY, *MODEL),
-    "design_voice": (*USER, *BODY, *MODEL),
-    "list_voices": USER,
-    "get_voice": (*USER, 404),
-    "get_sample": (*USER, 404),
-    "delete_voice": (*USER, 404),
+    "clone_voice": (*CALLER, *BODY, *MODEL),
+    "design_voice": (*CALLER, *BODY, *MODEL),
+    "list_voices": CALLER,
+    "get_voice": (*CALLER, 404),
+    "get_sample": (*CALLER, 404),
+    "delete_voice": (*CALLER, 404),
     "tts": SPEECH,
     "tts_timestamps": SPEECH,  # 503 also without an aligner
     "batch_tts": SPEECH,
-    "get_stored": (*USER, 404),
-    "get_captions": (*USER, 404),
-    "speakers": USER,  # 503 also without the CustomVoice model
+    "get_stored": (*CALLER, 404),
+    "get_captions": (*CALLER, 404),
+    "speakers": CALLER,  # 503 also without the CustomVoice model
     "speech": tuple(code for code in SPEECH if code != 403),  # OpenAI's: key failures are 401s
-    "get_usage": USER,
-    "get_generation": (*USER, 404),
+    "get_usage": CALLER,
+    "get_generation": (*CALLER, 404),
 }
 
 
