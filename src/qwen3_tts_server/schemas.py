@@ -218,8 +218,8 @@ MAX_INSTRUCTIONS = 4096
 MIN_TEMPERATURE = 0.01
 
 
-SpeechText = Annotated[Text, Field(min_length=1)]
-SpeechTexts = Annotated[list[Text], Field(min_length=1)]
+_SpeechText = Annotated[Text, Field(min_length=1)]
+_SpeechTexts = Annotated[list[Text], Field(min_length=1)]
 
 
 def _exactly_one(*names: str) -> dict[str, Any]:
@@ -263,8 +263,8 @@ class SpeechBody(BaseModel):
     validated alike, as the original server did: a string sent to /batchtts, or a list to
     /tts, is the route's 400. Each route documents its own shape (the subclasses below)."""
 
-    text: SpeechText | SpeechTexts | None = Field(None, examples=["Hello from the TTS server."])
-    texts: SpeechTexts | None = Field(
+    text: _SpeechText | _SpeechTexts | None = Field(None, examples=["Hello from the TTS server."])
+    texts: _SpeechTexts | None = Field(
         None, description="Alias of a list `text` (/batchtts, README form)."
     )
     voice_id: RowId | None = Field(None, description="One of your voices (or send `speaker`).")
