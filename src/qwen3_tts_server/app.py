@@ -180,12 +180,23 @@ def _exact_integer_bounds(node: Any) -> None:
             _exact_integer_bounds(value)
 
 
+def _no_422_on_openai_paths(spec: dict[str, Any]) -> None:
+    """FastAPI documents its 422 on every route with parameters, but /v1 answers validation
+    errors with OpenAI's 400 (documented by api/responses.py)."""
+    for path, operations in spec["paths"].items():
+        if is_openai_path(path):
+            for operation in operations.values():
+                operation["responses"].pop("422", None)
+
+
 def _exact_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _exact_integer_bounds(generate())
+            spec = generate()
+            _exact_integer_bounds(spec)
+            _no_422_on_openai_paths(spec)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

@@ -4,21 +4,50 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    Strict,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 #: Database ids are signed 64-bit: a larger number can name no row, and SQLite would refuse it
 #: with an overflow error instead of a clean "not found".
 MAX_ID = 2**63 - 1
-#: Numbers in JSON bodies are strict (`strict=True` on each): `false` is no 0 and `true` no 1,
-#: as lax pydantic would take them, and a string is no number; an integer is still a float.
-RowId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 
 
-#: Control characters (but tab and newlines) and unpaired UTF-16 surrogates: JSON can carry
-#: them, but no tokenizer or database column can, so they are refused at the door.
-_UNUSABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer, so the server does too (strict mode alone would
+    refuse it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Numbers in JSON bodies are strict (`Strict()` on integers, `strict=True` on floats): `false`
+#: is no 0 and `true` no 1, as lax pydantic would take them, and a string is no number; an
+#: integer is still a float, and a whole float an integer (this, last in an integer's
+#: `Annotated`, so that its bounds stay in its JSON Schema).
+_WHOLE = BeforeValidator(_whole_number)
+#: Booleans too: 0, 1 and "true" are no booleans.
+Flag = Annotated[bool, Strict()]
+RowId = Annotated[int, Strict(), Field(ge=1, le=MAX_ID), _WHOLE]
+
+
+#: Control characters but tab and newlines, as regex escapes that Python's and JSON Schema's
+#: (ECMA's) regex dialects read alike.
+_CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+#: Those and unpaired UTF-16 surrogates: JSON can carry them, but no tokenizer or database
+#: column can, so they are refused at the door.
+_UNUSABLE = re.compile(f"[{_CONTROL}\ud800-\udfff]")
 
 
 def _usable_text(value: str) -> str:
@@ -31,8 +60,21 @@ def _usable_text(value: str) -> str:
     return value
 
 
+class _UsableTextSchema:
+    """Documents `_usable_text` as a JSON Schema pattern (the same escapes in ECMA's regex
+    dialect), so a client or a generator of test data knows such text is refused. Unpaired
+    surrogates cannot be written in a pattern; no UTF-8 client can send them anyway."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = f"^[^{_CONTROL}]*$"
+        return schema
+
+
 #: Any text a client sends: validated like this everywhere (JSON bodies and form fields).
-Text = Annotated[str, AfterValidator(_usable_text)]
+Text = Annotated[str, AfterValidator(_usable_text), _UsableTextSchema()]
 
 
 class Detail(BaseModel):
@@ -76,11 +118,8 @@ class CreateUserRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text | None = Field(None, max_length=128, examples=["alice"])
-    token_quota: int | None = Field(
+    token_quota: Annotated[int, Strict(), Field(ge=0, le=MAX_ID), _WHOLE] | None = Field(
         None,
-        ge=0,
-        le=MAX_ID,
-        strict=True,
         description="Lifetime token allowance; null means unlimited.",
     )
 
@@ -171,6 +210,7 @@ class VoiceDetailOut(VoiceOut):
 
 # -- synthesis -----------------------------------------------------------------------------------
 MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED), _WHOLE]
 #: OpenAI's limit on `instructions`, used for `instruct` too.
 MAX_INSTRUCTIONS = 4096
 #: Below this the sampler divides logits into infinities (1e-40 made torch fail); 0.01 is
@@ -178,14 +218,54 @@ MAX_INSTRUCTIONS = 4096
 MIN_TEMPERATURE = 0.01
 
 
-class TTSRequest(BaseModel):
-    """Shared by /tts (one string) and /batchtts (a list, as `text` or the README's `texts`)."""
+_SpeechText = Annotated[Text, Field(min_length=1)]
+_SpeechTexts = Annotated[list[Text], Field(min_length=1)]
 
-    text: Text | list[Text] | None = Field(
-        None, min_length=1, examples=["Hello from the TTS server."]
-    )
-    texts: list[Text] | None = Field(
-        None, min_length=1, description="Alias of a list `text` (/batchtts, README form)."
+
+def _exactly_one(*names: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these fields is there and not null"."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names
+        ]
+    }
+
+
+def _branch(field: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The `anyOf` alternative of type `kind` of a field's generated schema."""
+    [branch] = [option for option in field["anyOf"] if option.get("type") == kind]
+    return dict(branch)
+
+
+def _single_text(schema: dict[str, Any]) -> None:
+    """/tts and /tts/timestamps: `text` is one string, required; the batch-only fields
+    (`texts`, `timestamps`) are not documented here (a list is answered 400 by the route)."""
+    properties = schema["properties"]
+    del properties["texts"], properties["timestamps"]
+    text = properties["text"]
+    properties["text"] = {**_branch(text, "string"), "examples": text["examples"]}
+    schema["required"] = ["text"]
+    schema["allOf"] = [_exactly_one("voice_id", "speaker")]
+
+
+def _text_list(schema: dict[str, Any]) -> None:
+    """/batchtts: a list as `text` or `texts`, exactly one; `stream` is /tts's."""
+    properties = schema["properties"]
+    del properties["stream"]
+    text = properties["text"]
+    text["anyOf"] = [_branch(text, "array"), {"type": "null"}]
+    text["examples"] = [["First line.", "Second line."]]
+    schema["allOf"] = [_exactly_one("text", "texts"), _exactly_one("voice_id", "speaker")]
+
+
+class SpeechBody(BaseModel):
+    """The body of /tts (one string) and /batchtts (a list, as `text` or the README's `texts`),
+    validated alike, as the original server did: a string sent to /batchtts, or a list to
+    /tts, is the route's 400. Each route documents its own shape (the subclasses below)."""
+
+    text: _SpeechText | _SpeechTexts | None = Field(None, examples=["Hello from the TTS server."])
+    texts: _SpeechTexts | None = Field(
+        None, description="Alias of a list `text` (/batchtts, README form)."
     )
     voice_id: RowId | None = Field(None, description="One of your voices (or send `speaker`).")
     speaker: Text | None = Field(
@@ -203,7 +283,7 @@ class TTSRequest(BaseModel):
         "speakers of the 1.7B CustomVoice model and by designed voices; a cloned voice "
         "answers 400.",
     )
-    store: bool = False
+    store: Flag = False
     language: Text = Field("auto", examples=["English"])
     temperature: float | None = Field(
         None,
@@ -213,23 +293,21 @@ class TTSRequest(BaseModel):
         description="Sampling temperature; left out, the server's SAMPLING_TEMPERATURE (1.0).",
     )
     format: Text = Field("wav", description="wav | mp3 | ogg | flac | opus | pcm | aac")
-    seed: int | None = Field(
-        None, ge=0, le=MAX_SEED, strict=True, description="Same seed → same audio."
-    )
-    stream: bool = Field(
+    seed: Seed | None = Field(None, description="Same seed → same audio.")
+    stream: Flag = Field(
         False,
         description="/tts only: send the audio as it is made (chunked; `pcm` or `wav`). "
         "The response then has no X-Latency-Ms (X-First-Audio-Ms instead). On "
         "/tts/timestamps: NDJSON lines of audio and words as they are made.",
     )
-    timestamps: bool = Field(
+    timestamps: Flag = Field(
         False,
         description="/batchtts only: add a WebVTT file per item (`0.vtt`, ...) and each item's "
         "`words` to the manifest (for one text, use POST /tts/timestamps).",
     )
 
     @model_validator(mode="after")
-    def _one_text_field(self) -> TTSRequest:
+    def _one_text_field(self) -> SpeechBody:
         if self.text is None and self.texts is None:
             raise ValueError("send `text` (a string for /tts, a list for /batchtts)")
         if self.text is not None and self.texts is not None:
@@ -246,6 +324,18 @@ class TTSRequest(BaseModel):
         value = self.text if self.text is not None else self.texts
         assert value is not None
         return value
+
+
+class TTSRequest(SpeechBody):
+    """/tts and /tts/timestamps: one text."""
+
+    model_config = ConfigDict(json_schema_extra=_single_text)
+
+
+class BatchTTSRequest(SpeechBody):
+    """/batchtts: a list of texts."""
+
+    model_config = ConfigDict(json_schema_extra=_text_list)
 
 
 # -- word timestamps -----------------------------------------------------------------------------
@@ -320,11 +410,8 @@ class OpenAISpeechRequest(BaseModel):
         "designed voices; a cloned voice answers 400.",
     )
     language: Text = Field("auto", description="Extension: as in /tts.")
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         None,
-        ge=0,
-        le=MAX_SEED,
-        strict=True,
         description="Extension: as in /tts (same seed, same audio).",
     )
     stream_format: Literal["audio", "sse"] | None = Field(
@@ -334,7 +421,7 @@ class OpenAISpeechRequest(BaseModel):
         "`speech.audio.done` (with `usage`); `pcm` and `wav` arrive piece by piece, other "
         "formats as one delta.",
     )
-    timestamps: bool = Field(
+    timestamps: Flag = Field(
         False,
         description="Extension, with `stream_format: sse` (an SDK's extra body field): each "
         "event also carries `words`, those aligned since the event before (times from the "
@@ -355,11 +442,11 @@ class RealtimeConfig(BaseModel):
     instructions: Text | None = Field(None, max_length=MAX_INSTRUCTIONS)
     language: Text = "auto"
     format: Literal["pcm", "wav"] = "pcm"
-    sample_rate: int | None = Field(None, ge=8000, le=48000, strict=True)
+    sample_rate: Annotated[int, Strict(), Field(ge=8000, le=48000), _WHOLE] | None = None
     speed: float = Field(1.0, ge=0.25, le=4.0, strict=True)
     temperature: float | None = Field(None, gt=0.0, le=2.0, strict=True)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
-    timestamps: bool = Field(
+    seed: Seed | None = None
+    timestamps: Flag = Field(
         False,
         description="Each segment's `audio.start` event also carries `words` (times from "
         "the start of that segment's audio); an error at config without an aligner",

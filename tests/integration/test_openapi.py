@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from support import admin_headers
@@ -34,6 +36,7 @@ def test_every_operation_is_documented_with_auth_and_errors(client: TestClient) 
         assert op.get("security"), f"{where} does not declare its bearer auth"
         if path.startswith("/v1/"):  # OpenAI's codes and body: every key failure is a 401
             assert "401" in op["responses"] and "403" not in op["responses"], where
+            assert "422" not in op["responses"], where  # validation errors are 400s there
             content = op["responses"]["401"]["content"]["application/json"]
             assert content["schema"]["$ref"].endswith("/OpenAIError"), where
             continue
@@ -84,3 +87,31 @@ def test_integer_fields_take_integers_in_their_bounds_only(
     field = client.get("/openapi.json").json()["components"]["schemas"]["CreateUserRequest"]
     bounds = field["properties"]["token_quota"]["anyOf"][0]
     assert (bounds["type"], bounds["minimum"], bounds["maximum"]) == ("integer", 0, 2**63 - 1)
+
+
+def test_every_route_documents_what_its_body_and_outages_can_answer(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            where, responses = f"{method.upper()} {path}", op["responses"]
+            if "requestBody" in op:  # a body that does not parse, or one too large
+                assert {"400", "413"} <= set(responses), where
+            for code, required in (("429", True), ("503", False)):  # 503: when it will recover
+                if code in responses:
+                    header = responses[code]["headers"]["Retry-After"]
+                    assert header["required"] is required, (where, code)
+
+
+def test_the_speech_bodies_document_their_one_of_rules(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    single, batch = schemas["TTSRequest"], schemas["BatchTTSRequest"]
+    assert single["required"] == ["text"] and single["properties"]["text"]["type"] == "string"
+    assert "texts" not in single["properties"]
+
+    def one_of(rules: list[dict[str, Any]]) -> list[list[str]]:
+        return [[branch["required"][0] for branch in rule["oneOf"]] for rule in rules]
+
+    assert one_of(single["allOf"]) == [["voice_id", "speaker"]]
+    assert one_of(batch["allOf"]) == [["text", "texts"], ["voice_id", "speaker"]]
+    text = schemas["DesignVoiceRequest"]["properties"]["name"]
+    assert text["pattern"].startswith("^[^\\x00")  # control characters are refused

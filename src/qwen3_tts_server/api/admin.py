@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from qwen3_tts_server.api.deps import AdminOnly, Context, PathId
-from qwen3_tts_server.api.responses import ADMIN_ERRORS, NOT_FOUND
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.schemas import (
     CreateUserRequest,
     InviteCreated,
@@ -19,7 +19,7 @@ from qwen3_tts_server.schemas import (
 from qwen3_tts_server.services.accounts import INVITE_HOURS_MAX, INVITE_HOURS_MIN
 
 router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[AdminOnly], responses=ADMIN_ERRORS
+    prefix="/admin", tags=["admin"], dependencies=[AdminOnly], route_class=DocumentedRoute
 )
 
 
@@ -48,18 +48,14 @@ def get_users(context: Context) -> list[UserInfo]:
     ]
 
 
-@router.post(
-    "/users/{user_id}/disable", response_model=Status, responses=NOT_FOUND, summary="Disable a user"
-)
+@router.post("/users/{user_id}/disable", response_model=Status, summary="Disable a user")
 def disable_user(user_id: PathId, context: Context) -> Status:
     """Every key of a disabled user answers 403 until the user is enabled again."""
     context.accounts.set_active(user_id, False)
     return Status(status="disabled")
 
 
-@router.post(
-    "/users/{user_id}/enable", response_model=Status, responses=NOT_FOUND, summary="Enable a user"
-)
+@router.post("/users/{user_id}/enable", response_model=Status, summary="Enable a user")
 def enable_user(user_id: PathId, context: Context) -> Status:
     """Undo a disable: the user's unrevoked keys work again."""
     context.accounts.set_active(user_id, True)
@@ -69,7 +65,6 @@ def enable_user(user_id: PathId, context: Context) -> Status:
 @router.get(
     "/users/{user_id}/keys",
     response_model=list[KeyInfoOut],
-    responses=NOT_FOUND,
     summary="List a user's API keys",
 )
 def get_keys(user_id: PathId, context: Context) -> list[KeyInfoOut]:
@@ -80,7 +75,6 @@ def get_keys(user_id: PathId, context: Context) -> list[KeyInfoOut]:
 @router.post(
     "/users/{user_id}/keys/{key_id}/revoke",
     response_model=Status,
-    responses=NOT_FOUND,
     summary="Revoke an API key",
 )
 def revoke_key(user_id: PathId, key_id: PathId, context: Context) -> Status:
@@ -92,7 +86,6 @@ def revoke_key(user_id: PathId, key_id: PathId, context: Context) -> Status:
 @router.post(
     "/users/{user_id}/invites",
     response_model=InviteCreated,
-    responses=NOT_FOUND,
     summary="Create an invite code",
 )
 def create_invite(

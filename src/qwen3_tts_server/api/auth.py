@@ -5,16 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from qwen3_tts_server.api.deps import Context
-from qwen3_tts_server.api.responses import error_responses
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.schemas import ExchangeInviteRequest, ExchangeInviteResponse
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=DocumentedRoute)
 
 
 @router.post(
     "/exchange-invite",
     response_model=ExchangeInviteResponse,
-    responses=error_responses(403),
     summary="Exchange an invite code for an API key",
 )
 def exchange_invite(body: ExchangeInviteRequest, context: Context) -> ExchangeInviteResponse:

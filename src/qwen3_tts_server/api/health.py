@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from qwen3_tts_server.api.deps import Context
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.schemas import ReadyStatus, Status
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DocumentedRoute)
 
 
 @router.get("/health", response_model=Status, summary="Liveness")

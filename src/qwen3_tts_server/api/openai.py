@@ -11,24 +11,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from qwen3_tts_server.api.deps import Context, OpenAIUser
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.api.speech_responses import speech_response, sse_speech_response
 from qwen3_tts_server.errors import BadRequest
-from qwen3_tts_server.schemas import OpenAIError, OpenAISpeechRequest, VoiceRef
+from qwen3_tts_server.schemas import OpenAISpeechRequest, VoiceRef
 from qwen3_tts_server.services.speech import SpeechRequest
 from qwen3_tts_server.services.streaming import STREAMABLE_FORMATS
 from qwen3_tts_server.services.threads import in_thread
 
-router = APIRouter(prefix="/v1", tags=["openai"])
-
-_MEANINGS = {
-    400: "Invalid input (validation included); the message says what to change",
-    401: "Missing, invalid, revoked or disabled API key",
-    402: "Token quota exhausted",
-    404: "No such voice (the message lists yours)",
-    409: "The voice was made by another model",
-    429: "Queue full; retry after the Retry-After seconds",
-    503: "Model not loaded yet, no CustomVoice model, or shutting down",
-}
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=DocumentedRoute)
 
 
 @router.post(
@@ -38,10 +29,6 @@ _MEANINGS = {
         200: {
             "content": {"audio/*": {}, "text/event-stream": {}},
             "description": "The audio file, or server-sent events with stream_format sse",
-        },
-        **{
-            code: {"model": OpenAIError, "description": meaning}
-            for code, meaning in _MEANINGS.items()
         },
     },
     summary="Text to speech (OpenAI-compatible)",

@@ -13,7 +13,9 @@ from importlib.resources import files
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 
-router = APIRouter(tags=["playground"])
+from qwen3_tts_server.api.responses import DocumentedRoute
+
+router = APIRouter(tags=["playground"], route_class=DocumentedRoute)
 
 _STATIC = files("qwen3_tts_server").joinpath("static")
 _PAGE = _STATIC.joinpath("playground.html").read_text(encoding="utf-8")

@@ -5,16 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from qwen3_tts_server.api.deps import Context, CurrentUser
-from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.schemas import SpeakerOut, SpeakersOut
 
-router = APIRouter(tags=["speakers"], responses=USER_ERRORS)
+router = APIRouter(tags=["speakers"], route_class=DocumentedRoute)
 
 
 @router.get(
     "/speakers",
     response_model=SpeakersOut,
-    responses=error_responses(503),
     summary="Preset speakers",
 )
 def speakers(_caller: CurrentUser, context: Context) -> SpeakersOut:

@@ -7,23 +7,22 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
-from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.api.speech_responses import (
     speech_response,
     timed_speech_response,
     timed_stream_response,
 )
 from qwen3_tts_server.errors import BadRequest
-from qwen3_tts_server.schemas import TimedSpeechOut, TTSRequest
+from qwen3_tts_server.schemas import BatchTTSRequest, SpeechBody, TimedSpeechOut, TTSRequest
 from qwen3_tts_server.services.speech import SpeechRequest
 
-router = APIRouter(tags=["synthesis"], responses=USER_ERRORS)
+router = APIRouter(tags=["synthesis"], route_class=DocumentedRoute)
 
 _AUDIO = {"content": {"audio/*": {}}, "description": "The audio file"}
-_ERRORS = error_responses(400, 402, 404, 409, 429, 503)
 
 
-def _speech_request(body: TTSRequest) -> SpeechRequest:
+def _speech_request(body: SpeechBody) -> SpeechRequest:
     return SpeechRequest(
         voice_id=body.voice_id,
         language=body.language,
@@ -36,9 +35,7 @@ def _speech_request(body: TTSRequest) -> SpeechRequest:
     )
 
 
-@router.post(
-    "/tts", response_class=Response, responses={200: _AUDIO, **_ERRORS}, summary="Text to speech"
-)
+@router.post("/tts", response_class=Response, responses={200: _AUDIO}, summary="Text to speech")
 async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
     """One text → one audio file. Headers: X-Generation-Id, X-Tokens-Used (= characters of the
     stripped text), X-Latency-Ms (model time only), X-Queue-Ms (time waiting for the model),
@@ -68,7 +65,6 @@ async def tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Respon
             "content": {"application/x-ndjson": {}},
             "description": "JSON; with `stream: true`, NDJSON lines",
         },
-        **_ERRORS,
     },
     summary="Text to speech with word timestamps",
 )
@@ -105,10 +101,10 @@ async def tts_timestamps(body: TTSRequest, caller: CurrentUser, context: Context
 @router.post(
     "/batchtts",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}, "description": "ZIP"}, **_ERRORS},
+    responses={200: {"content": {"application/zip": {}}, "description": "ZIP"}},
     summary="Many texts to speech, as a ZIP",
 )
-async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> Response:
+async def batch_tts(body: BatchTTSRequest, caller: CurrentUser, context: Context) -> Response:
     """`text` (a list) or `texts` → ZIP of `0.<fmt>`, `1.<fmt>`, ... and `manifest.json`.
     Charged floor(characters × D), D being the deployment's self-calibrated batch discount as
     it stood before this batch (X-Batch-Discount-Used); the items' tokens add up to the total.
@@ -146,7 +142,7 @@ async def batch_tts(body: TTSRequest, caller: CurrentUser, context: Context) -> 
 @router.get(
     "/getstored/{generation_id}",
     response_class=Response,
-    responses={200: _AUDIO, **error_responses(404)},
+    responses={200: _AUDIO},
     summary="Download a stored generation",
 )
 def get_stored(generation_id: PathId, caller: CurrentUser, context: Context) -> Response:
@@ -171,7 +167,6 @@ def get_stored(generation_id: PathId, caller: CurrentUser, context: Context) -> 
             "content": {"text/vtt": {}, "application/x-subrip": {}, "application/json": {}},
             "description": "Captions",
         },
-        **error_responses(404),
     },
     summary="Captions of a stored generation",
 )

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
-from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.schemas import GenerationOut, UsageOut
 
-router = APIRouter(tags=["usage"], responses=USER_ERRORS)
+router = APIRouter(tags=["usage"], route_class=DocumentedRoute)
 
 
 @router.get("/usage", response_model=UsageOut, summary="Your usage totals")
@@ -25,7 +25,6 @@ def get_usage(caller: CurrentUser, context: Context) -> UsageOut:
 @router.get(
     "/generations/{generation_id}",
     response_model=GenerationOut,
-    responses=error_responses(404),
     summary="One of your generations: its status and charge",
 )
 def get_generation(generation_id: PathId, caller: CurrentUser, context: Context) -> GenerationOut:

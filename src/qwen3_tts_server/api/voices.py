@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from qwen3_tts_server.api.deps import Context, CurrentUser, PathId
-from qwen3_tts_server.api.responses import USER_ERRORS, error_responses
+from qwen3_tts_server.api.responses import DocumentedRoute
 from qwen3_tts_server.api.uploads import read_upload
 from qwen3_tts_server.audio.encode import FORMATS
 from qwen3_tts_server.schemas import (
@@ -21,7 +21,7 @@ from qwen3_tts_server.schemas import (
 )
 from qwen3_tts_server.services.voices import VoiceView
 
-router = APIRouter(tags=["voices"], responses=USER_ERRORS)
+router = APIRouter(tags=["voices"], route_class=DocumentedRoute)
 
 #: The longest X-Transcript sent (percent-encoded bytes): proxies refuse response heads past
 #: about 8 KB, and a 2000-character CJK transcript encodes to 18 KB.
@@ -39,14 +39,16 @@ def _summary(voice: VoiceView) -> VoiceOut:
 @router.post(
     "/clonevoice",
     response_model=VoiceCreatedOut,
-    responses=error_responses(400, 402, 409, 413, 429, 503),
     summary="Clone a voice from reference audio",
 )
 async def clone_voice(
     caller: CurrentUser,
     context: Context,
-    name: Annotated[Text, Form(max_length=128)],
-    transcript: Annotated[Text, Form(description="Exactly what the reference audio says.")],
+    # min_length: FastAPI takes an empty form field for a missing one (422); say so.
+    name: Annotated[Text, Form(min_length=1, max_length=128)],
+    transcript: Annotated[
+        Text, Form(min_length=1, description="Exactly what the reference audio says.")
+    ],
     file: Annotated[UploadFile, File(description="WAV, MP3, OGG (Vorbis/Opus) or FLAC")],
     language: Annotated[Text, Form()] = "auto",
 ) -> VoiceCreatedOut:
@@ -62,7 +64,6 @@ async def clone_voice(
 @router.post(
     "/designvoice",
     response_model=VoiceCreatedOut,
-    responses=error_responses(400, 402, 429, 503),
     summary="Design a voice from a description",
 )
 async def design_voice(
@@ -86,7 +87,6 @@ def list_voices(caller: CurrentUser, context: Context) -> list[VoiceOut]:
 @router.get(
     "/voices/{voice_id}",
     response_model=VoiceDetailOut,
-    responses=error_responses(404),
     summary="Voice detail",
 )
 def get_voice(voice_id: PathId, caller: CurrentUser, context: Context) -> VoiceDetailOut:
@@ -105,7 +105,6 @@ def get_voice(voice_id: PathId, caller: CurrentUser, context: Context) -> VoiceD
     response_class=Response,
     responses={
         200: {"content": {"audio/*": {}}, "description": "The reference audio as stored"},
-        **error_responses(404),
     },
     summary="Download the reference audio",
 )
@@ -127,26 +126,24 @@ def get_sample(voice_id: PathId, caller: CurrentUser, context: Context) -> Respo
     return Response(sample.data, media_type=sample.media_type, headers=headers)
 
 
-def _delete(voice_id: PathId, caller: CurrentUser, context: Context) -> Status:
+def delete_voice(voice_id: PathId, caller: CurrentUser, context: Context) -> Status:
     context.voices.delete(caller.user_id, voice_id)
     return Status(status="deleted")
 
 
 router.add_api_route(
     "/voices/{voice_id}/delete",
-    _delete,
+    delete_voice,
     methods=["POST"],
     response_model=Status,
-    responses=error_responses(404),
     summary="Delete a voice (original form)",
     description="Shared reference audio is kept while any live voice or stored generation uses it.",
 )
 router.add_api_route(
     "/voices/{voice_id}",
-    _delete,
+    delete_voice,
     methods=["DELETE"],
     response_model=Status,
-    responses=error_responses(404),
     summary="Delete a voice",
     description="Same as POST /voices/{voice_id}/delete.",
 )
