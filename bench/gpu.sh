@@ -9,14 +9,14 @@
 # On the device machine of this workplace, wheels the image lacks travel in .whl/ (ignored by git,
 # listed in .whl/INSTALL.txt) and are installed first; see docs/deployment.md "GPU".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
 if [ -z "${GPU_DRY_RUN:-}" ] && [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
     # .whl/stub: an `av` that imports (PyAV's 36 MB wheel stays behind; pcm needs no PyAV)
     export PYTHONPATH="/tmp/site:$PWD/.whl/stub${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,7 +34,7 @@ started=$(date +%s)
 stage() { echo "== $1 ($(($(date +%s) - started)) s)"; }
 
 stage "environment"
-$PY - <<'PY' | tee "$OUT/env.txt"
+"$PY" - <<'PY' | tee "$OUT/env.txt"
 import torch, transformers
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
@@ -43,23 +43,23 @@ PY
 
 [ -n "${GPU_SKIP_TESTS:-}" ] || {
 stage "CUDA tests"
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/cuda-tests.txt" | tail -15
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/cuda-tests.txt" | tail -15
 }
 
 stage "serving step, $SMALL"
-timeout 150 $PY bench/gpu_check.py --dims "$SMALL" --device "$DEVICE" --rows "$ROWS" \
+timeout 150 "$PY" bench/gpu_check.py --dims "$SMALL" --device "$DEVICE" --rows "$ROWS" \
     --batches "$BATCHES" --context "$CONTEXT" --data-dir "$DATA" > "$OUT/check-small.json"
 cat "$OUT/check-small.json"
 
 stage "HTTP streams, $SMALL"
-ENGINE_MAX_CONTEXT=$CONTEXT timeout 200 $PY bench/streams.py --models "$DATA/models-$SMALL" \
+ENGINE_MAX_CONTEXT=$CONTEXT timeout 200 "$PY" bench/streams.py --models "$DATA/models-$SMALL" \
     --device "$DEVICE" --concurrency "$CONC" --frames "$FRAMES" --timeout 90 --budget 150 \
     --server-log "$OUT/server-small.log" > "$OUT/streams-small.json"
 cat "$OUT/streams-small.json"
 
 if [ -z "${GPU_SKIP_LARGE:-}" ]; then
     stage "serving step, $LARGE"
-    timeout 150 $PY bench/gpu_check.py --dims "$LARGE" --device "$DEVICE" --rows 128 \
+    timeout 150 "$PY" bench/gpu_check.py --dims "$LARGE" --device "$DEVICE" --rows 128 \
         --batches "${BATCHES%,256}" --context "$CONTEXT" --data-dir "$DATA" > "$OUT/check-large.json"
     cat "$OUT/check-large.json"
 fi

