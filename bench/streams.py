@@ -117,6 +117,7 @@ def _model_env(models: Path) -> dict[str, str]:
         "MODEL_VOICEDESIGN_REPO": optional("voice_design"),
         "MODEL_CUSTOM_REPO": optional("custom_voice"),
         "ALLOW_DOWNLOAD": "false",
+        "MODEL_ALIGNER_REPO": "",  # streams need no word timestamps (and nothing downloads)
     }
 
 
