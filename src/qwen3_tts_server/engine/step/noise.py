@@ -9,9 +9,9 @@ a few elementwise kernels per sampling point (what vLLM-Omni's talker sampler do
 
 The hash is Chris Wellons' `lowbias32` (two multiply-xorshift rounds, bias ~0.17 of an ideal
 32-bit permutation), applied in a chain: seed low word, seed high word (the row's key, made at
-admission), then the counter. The
-arithmetic runs in int64 on 32-bit values; a 32x32-bit product is split into 16-bit halves so no
-intermediate overflows int64 (signed overflow is undefined in the kernels' C++).
+admission), then the counter. The arithmetic runs in int64 on 32-bit values; a 32x32-bit
+product is split into 16-bit halves so no intermediate overflows int64 (signed overflow is
+undefined in the kernels' C++).
 """
 
 from __future__ import annotations

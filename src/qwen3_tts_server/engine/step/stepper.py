@@ -361,7 +361,7 @@ class StepEngine:
                 seed=admission.seed,
                 eos=admission.prompt.eos,
                 budget=admission.budget,
-                position=admission.prompt.embeds.shape[1],
+                position=admission.tokens,
                 codes=torch.empty(admission.budget, lane.groups, dtype=torch.long),
                 context=None if admission.context is None else admission.context.cpu(),
             )
