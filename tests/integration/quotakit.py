@@ -162,20 +162,22 @@ def race(
 
 
 def totals(database_url: str, user_id: int) -> dict[str, int]:
-    """The user's running totals and open reservations, read straight from the database."""
+    """The user's running totals and open reservations, read straight from the database.
+
+    One statement, so one snapshot: read in two, a release committing between them shows no
+    reservation beside a total that still holds it.
+    """
     engine = create_engine(database_url)
     try:
         with engine.connect() as db:
             row = db.execute(
                 text(
-                    "SELECT tokens_used, tokens_reserved, storage_bytes, voice_count "
+                    "SELECT tokens_used, tokens_reserved, storage_bytes, voice_count, "
+                    "(SELECT COUNT(*) FROM reservations WHERE user_id = :id) AS reservations "
                     "FROM users WHERE id = :id"
                 ),
                 {"id": user_id},
             ).one()
-            open_holds = db.execute(
-                text("SELECT COUNT(*) FROM reservations WHERE user_id = :id"), {"id": user_id}
-            ).scalar_one()
     finally:
         engine.dispose()
-    return {**row._asdict(), "reservations": int(open_holds)}
+    return {name: int(value) for name, value in row._asdict().items()}
