@@ -97,11 +97,13 @@ def test_a_gpu_step_out_of_memory_sheds_slots_and_every_call_completes(
     api = make_client(load_engine=lambda: oom)
     user_id, headers = limited_user(api, 1000)
     voice_id = clone(api, headers).json()["voice_id"]
+    loop = api.app.state.context.runtime.loaded().scheduler.loop
+    # No slot grows back during the call, however slowly a busy machine runs it.
+    loop.shedder = LoadShedder(loop.shedder.slots, recover_s=3600)
     texts = ["One here.", "Two here.", "Three here.", "Four here."]
     batch = api.post("/batchtts", headers=headers, json={"texts": texts, "voice_id": voice_id})
     assert batch.status_code == 200, batch.text
     assert oom.steps[0] == 4 and max(oom.steps[1:]) <= 2
-    loop = api.app.state.context.runtime.loaded().scheduler.loop
     assert loop.stats.out_of_memory == 1 and loop.shedder.limit() == 2
     metrics = api.get("/metrics").text
     assert "qwen3_tts_engine_out_of_memory_total 1.0" in metrics

@@ -270,7 +270,7 @@ def test_quota_applies_to_each_segment(api: TestClient, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("limits", "fragment"),
     [
-        ({"realtime_idle_s": 0.5}, "no message for 0.5 s"),
+        ({"realtime_idle_s": 2.0}, "no message for 2 s"),  # time enough to send the config
         ({"realtime_max_session_s": 1.0, "realtime_idle_s": 30}, "limit of 1 s"),
     ],
 )

@@ -43,6 +43,8 @@ def test_a_user_holding_no_slot_runs_in_the_reserve_beside_a_full_batch(tmp_path
             if loop.active >= 1:
                 break
             threading.Event().wait(0.005)
+        else:
+            raise AssertionError("the batch never started")
         short = client.post("/tts", headers=short_user, json={"text": "Hi.", "speaker": "ryan"})
         assert short.status_code == 200, short.text
         assert running.is_alive()  # it ran beside the batch, not after it

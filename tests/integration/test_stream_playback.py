@@ -48,7 +48,13 @@ def test_a_stalled_stream_records_its_underrun_and_safe_start(
             body = b"".join(r.iter_bytes())
         release.join()
         assert body
-        metrics = http.get("/metrics").text
+        # observed as the response ends, which may be a moment after its last byte arrives
+        deadline = time.monotonic() + 30
+        while "qwen3_tts_stream_underrun_seconds_count 1.0" not in (
+            metrics := http.get("/metrics").text
+        ):
+            assert time.monotonic() < deadline, "the stream's figures never reached /metrics"
+            time.sleep(0.05)
     row = generation_row(tmp_path, generation_id)
     assert row["status"] == "ok"
     first, underrun, safe = row["first_audio_ms"], row["underrun_ms"], row["safe_start_ms"]
